@@ -1,0 +1,507 @@
+"""The durable outbox: what the ATS sent and Sense has not yet accepted.
+
+All writes go through one connection and one writer task, which commits
+whatever has queued up since its last commit in a single transaction (group
+commit): concurrent hooks share an fsync instead of waiting for one each.
+Reads use a second connection, which WAL lets run beside the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import orjson
+import structlog
+
+from relay import errors
+from relay.records import Record
+
+log = structlog.get_logger("relay.outbox")
+
+# SQLite allows 32,766 bound parameters per statement; five per row.
+ROWS_PER_STATEMENT = 1_000
+OUTBOX_FULL_RETRY_AFTER_S = 5
+
+UPSERT = """
+INSERT INTO outbox (entity, record_id, seq, accepted_at, size, body)
+VALUES {values}
+ON CONFLICT (entity, record_id) DO UPDATE SET
+    seq = excluded.seq,
+    size = excluded.size,
+    body = excluded.body,
+    prev_seq = outbox.seq,
+    prev_size = outbox.size
+RETURNING entity, record_id, prev_seq, prev_size
+"""
+
+# Written as a join so that each version is found through the unique index;
+# a plain "(entity, record_id, seq) IN (VALUES ...)" scans the whole table.
+SETTLE = """
+DELETE FROM outbox WHERE rowid IN (
+    SELECT outbox.rowid FROM (VALUES {values}) AS settled
+    JOIN outbox ON outbox.entity = settled.column1
+        AND outbox.record_id = settled.column2
+        AND outbox.seq = settled.column3
+)
+RETURNING entity, size
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """One version of a record waiting in the outbox."""
+
+    entity: str
+    record_id: str
+    seq: int
+    body: bytes
+
+
+@dataclass(slots=True)
+class EntityStats:
+    """What is pending for one entity type, kept in memory for the flushers."""
+
+    records: int = 0
+    bytes: int = 0
+    oldest_accepted_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AddResult:
+    """Per entity type, how many accepted records replaced a pending version."""
+
+    coalesced: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    entity: str
+    record_id: str
+    seq: int
+    failed_at: float
+    status: int | None
+    reason: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A version Sense refused for good, with Sense's reason."""
+
+    pending: Pending
+    status: int | None
+    reason: str
+
+
+@dataclass(slots=True)
+class _Job:
+    run: Callable[[aiosqlite.Connection], Awaitable[Any]]
+    done: asyncio.Future[Any] = field(default_factory=asyncio.Future)
+
+
+class Outbox:
+    """The SQLite outbox file. Use ``async with Outbox.open(...)``."""
+
+    def __init__(self, path: Path, max_records: int, max_bytes: int) -> None:
+        self.path = path
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.stats: dict[str, EntityStats] = defaultdict(EntityStats)
+        self.changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        self.recovered: dict[str, int] = {}
+        self._in_flight: dict[tuple[str, str], int] = {}
+        self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
+        self._last_seq = 0
+        self._writer: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        path: Path,
+        durability: str = "full",
+        max_records: int = 5_000_000,
+        max_bytes: int = 4 * 1024**3,
+    ) -> AsyncIterator[Outbox]:
+        """Opens (creating if needed) and checks the outbox file."""
+        outbox = cls(path, max_records, max_bytes)
+        try:
+            await outbox._connect(durability)
+        except (sqlite3.DatabaseError, OSError) as exc:
+            await outbox._close()
+            raise errors.OutboxError(f"cannot open outbox {path}: {exc}") from exc
+        try:
+            yield outbox
+        finally:
+            await outbox._close()
+
+    async def add(self, records: Sequence[Record]) -> AddResult:
+        """Stores records durably; returns only after the commit that holds them.
+
+        Raises OutboxFull, storing nothing, when the records would take the
+        outbox past its configured size.
+        """
+        self._check_room(records)
+        now = time.time()
+        rows = [
+            (r.entity_type, r.record_id, self._next_seq(), now, len(r.body), r.body)
+            for r in records
+        ]
+
+        returned = await self._write(lambda db: _upsert(db, rows))
+
+        result = self._count_added(rows, returned, now)
+        for entity in {row[0] for row in rows}:
+            self.changed[entity].set()
+        return result
+
+    async def claim(self, entity: str, limit: int) -> list[Pending]:
+        """Returns up to ``limit`` pending records of one type, oldest first.
+
+        The records stay in the outbox until settled; they are remembered as
+        in flight so that a newer version arriving meanwhile is kept.
+        """
+        sql = (
+            "SELECT record_id, seq, body FROM outbox WHERE entity = ? "
+            "ORDER BY accepted_at LIMIT ?"
+        )
+        rows = await self._read(sql, (entity, limit))
+        claimed = [
+            Pending(entity, str(rid), int(seq), bytes(body)) for rid, seq, body in rows
+        ]
+        for pending in claimed:
+            self._in_flight[(entity, pending.record_id)] = pending.seq
+        return claimed
+
+    async def settle(
+        self, delivered: Sequence[Pending], refused: Sequence[Refusal] = ()
+    ) -> None:
+        """Removes delivered versions and moves refused ones to dead letters.
+
+        A version replaced while it was in flight is left alone: the newer
+        version stays pending and is delivered after it.
+        """
+        now = time.time()
+
+        removed = await self._write(lambda db: _settle(db, delivered, refused, now))
+
+        for pending in [*delivered, *(r.pending for r in refused)]:
+            self._in_flight.pop((pending.entity, pending.record_id), None)
+        await self._count_removed(removed)
+
+    def release(self, claimed: Iterable[Pending]) -> None:
+        """Forgets a claim without settling it (the records stay pending)."""
+        for pending in claimed:
+            self._in_flight.pop((pending.entity, pending.record_id), None)
+
+    def total_records(self) -> int:
+        return sum(stats.records for stats in self.stats.values())
+
+    def total_bytes(self) -> int:
+        return sum(stats.bytes for stats in self.stats.values())
+
+    async def check_writable(self) -> bool:
+        """True if the writer task is alive and a trivial write commits."""
+        if self._writer_task is None or self._writer_task.done():
+            return False
+        try:
+            await self._write(lambda db: db.execute("SELECT 1"))
+        except errors.OutboxError:
+            return False
+        return True
+
+    async def refresh_stats(self) -> None:
+        """Re-reads depth, size and age per entity type from the file.
+
+        Catches rows added by another process, such as a dead-letter retry
+        run from the command line while the daemon is serving.
+        """
+        sql = (
+            "SELECT entity, count(*), total(size), min(accepted_at) "
+            "FROM outbox GROUP BY entity"
+        )
+        rows = await self._read(sql, ())
+        seen = set()
+        for entity, count, size, oldest in rows:
+            seen.add(entity)
+            stats = self.stats[entity]
+            grew = count > stats.records
+            stats.records, stats.bytes = int(count), int(size)
+            stats.oldest_accepted_at = float(oldest)
+            if grew:
+                self.changed[entity].set()
+        for entity, stats in self.stats.items():
+            if entity not in seen:
+                stats.records, stats.bytes, stats.oldest_accepted_at = 0, 0, None
+
+    # -- dead letters ---------------------------------------------------
+
+    async def dead_letters(self, entity: str | None = None) -> list[DeadLetter]:
+        where, args = ("WHERE entity = ?", (entity,)) if entity else ("", ())
+        sql = (
+            "SELECT entity, record_id, seq, failed_at, status, reason, body "
+            f"FROM dead_letters {where} ORDER BY failed_at"
+        )
+        rows = await self._read(sql, args)
+        return [_dead_letter(row) for row in rows]
+
+    async def retry_dead_letters(self, entity: str | None = None) -> int:
+        """Puts dead letters back in the outbox; returns how many went back.
+
+        A dead letter whose record has a newer version pending is dropped
+        instead, since that newer version supersedes it.
+        """
+        returned = await self._write(lambda db: _retry_dead_letters(db, entity))
+        await self.refresh_stats()
+        return int(returned)
+
+    async def purge_dead_letters(self, entity: str | None = None) -> int:
+        """Deletes dead letters for good; returns how many were deleted."""
+
+        async def purge(db: aiosqlite.Connection) -> int:
+            where, args = ("WHERE entity = ?", (entity,)) if entity else ("", ())
+            cursor = await db.execute(f"DELETE FROM dead_letters {where}", args)
+            return cursor.rowcount
+
+        return int(await self._write(purge))
+
+    # -- internals ------------------------------------------------------
+
+    async def _connect(self, durability: str) -> None:
+        synchronous = "FULL" if durability == "full" else "NORMAL"
+        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+        await self._writer.execute("PRAGMA journal_mode=WAL")
+        await self._writer.execute(f"PRAGMA synchronous={synchronous}")
+        await self._writer.execute("PRAGMA busy_timeout=10000")
+        await self._check_integrity()
+        schema = resources.files("relay").joinpath("schema.sql").read_text("utf-8")
+        await self._writer.executescript(schema)
+        self._reader = await aiosqlite.connect(self.path)
+        await self._reader.execute("PRAGMA busy_timeout=10000")
+        await self._load_state()
+        self._writer_task = asyncio.create_task(
+            self._write_loop(), name="outbox-writer"
+        )
+
+    async def _check_integrity(self) -> None:
+        assert self._writer is not None
+        async with self._writer.execute("PRAGMA quick_check") as cursor:
+            problems = [row[0] for row in await cursor.fetchall()]
+        if problems != ["ok"]:
+            log.error("outbox_damaged", path=str(self.path), problems=problems[:10])
+            raise errors.OutboxError(
+                f"outbox {self.path} is damaged ({problems[0]}); "
+                "see the README's 'Recovering a damaged outbox'"
+            )
+
+    async def _load_state(self) -> None:
+        await self.refresh_stats()
+        self.recovered = {e: s.records for e, s in self.stats.items() if s.records}
+        rows = await self._read(
+            "SELECT max(seq) FROM (SELECT seq FROM outbox "
+            "UNION ALL SELECT seq FROM dead_letters)",
+            (),
+        )
+        self._last_seq = int(rows[0][0] or 0)
+
+    async def _close(self) -> None:
+        if self._writer_task is not None:
+            self._writer_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer_task
+        for connection in (self._reader, self._writer):
+            if connection is not None:
+                await connection.close()
+
+    def _next_seq(self) -> int:
+        # Versions must grow across restarts too: wall-clock nanoseconds,
+        # never below the highest version already stored.
+        self._last_seq = max(self._last_seq + 1, time.time_ns())
+        return self._last_seq
+
+    def _check_room(self, records: Sequence[Record]) -> None:
+        new_bytes = sum(len(record.body) for record in records)
+        if (
+            self.total_records() + len(records) > self.max_records
+            or self.total_bytes() + new_bytes > self.max_bytes
+        ):
+            raise errors.OutboxFull(OUTBOX_FULL_RETRY_AFTER_S)
+
+    def _count_added(
+        self, rows: list[tuple[Any, ...]], returned: list[Any], now: float
+    ) -> AddResult:
+        coalesced: dict[str, int] = defaultdict(int)
+        for entity, size in ((row[0], row[4]) for row in rows):
+            stats = self.stats[entity]
+            stats.bytes += size
+            stats.records += 1
+            if stats.oldest_accepted_at is None:
+                stats.oldest_accepted_at = now
+        for entity, record_id, prev_seq, prev_size in returned:
+            if prev_seq is None:
+                continue
+            stats = self.stats[entity]
+            stats.records -= 1
+            stats.bytes -= prev_size
+            if self._in_flight.get((entity, record_id)) != prev_seq:
+                coalesced[entity] += 1
+        return AddResult(dict(coalesced))
+
+    async def _count_removed(self, removed: list[tuple[str, int]]) -> None:
+        touched = set()
+        for entity, size in removed:
+            stats = self.stats[entity]
+            stats.records -= 1
+            stats.bytes -= size
+            touched.add(entity)
+        for entity in touched:
+            await self._refresh_oldest(entity)
+
+    async def _refresh_oldest(self, entity: str) -> None:
+        stats = self.stats[entity]
+        if stats.records <= 0:
+            stats.records, stats.bytes, stats.oldest_accepted_at = 0, 0, None
+            return
+        rows = await self._read(
+            "SELECT min(accepted_at) FROM outbox WHERE entity = ?", (entity,)
+        )
+        stats.oldest_accepted_at = rows[0][0]
+
+    async def _read(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+        assert self._reader is not None, "the outbox is closed"
+        try:
+            async with self._reader.execute(sql, args) as cursor:
+                return list(await cursor.fetchall())
+        except sqlite3.Error as exc:
+            raise errors.OutboxError(f"cannot read outbox {self.path}: {exc}") from exc
+
+    async def _write(
+        self, run: Callable[[aiosqlite.Connection], Awaitable[Any]]
+    ) -> Any:
+        if self._writer_task is None or self._writer_task.done():
+            raise errors.OutboxError(f"outbox {self.path} is closed")
+        job = _Job(run)
+        self._jobs.put_nowait(job)
+        return await job.done
+
+    async def _write_loop(self) -> None:
+        while True:
+            jobs = [await self._jobs.get()]
+            while not self._jobs.empty():
+                jobs.append(self._jobs.get_nowait())
+            await self._commit(jobs)
+
+    async def _commit(self, jobs: list[_Job]) -> None:
+        db = self._writer
+        assert db is not None
+        results = []
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                results.append(await job.run(db))
+            await db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.error("outbox_commit_failed", path=str(self.path), error=str(exc))
+            with contextlib.suppress(sqlite3.Error):
+                await db.execute("ROLLBACK")
+            failure = errors.OutboxError(f"cannot write outbox {self.path}: {exc}")
+            for job in jobs:
+                if not job.done.done():
+                    job.done.set_exception(failure)
+            return
+        for job, result in zip(jobs, results, strict=True):
+            if not job.done.done():
+                job.done.set_result(result)
+
+
+async def _upsert(db: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> list[Any]:
+    returned: list[Any] = []
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        values = ",".join(["(?,?,?,?,?,?)"] * len(chunk))
+        args = [value for row in chunk for value in row]
+        async with db.execute(UPSERT.format(values=values), args) as cursor:
+            returned.extend(await cursor.fetchall())
+    return returned
+
+
+async def _settle(
+    db: aiosqlite.Connection,
+    delivered: Sequence[Pending],
+    refused: Sequence[Refusal],
+    now: float,
+) -> list[tuple[str, int]]:
+    removed: list[tuple[str, int]] = []
+    settled = [*delivered, *(r.pending for r in refused)]
+    for start in range(0, len(settled), ROWS_PER_STATEMENT):
+        chunk = settled[start : start + ROWS_PER_STATEMENT]
+        values = ",".join(["(?,?,?)"] * len(chunk))
+        args = [v for p in chunk for v in (p.entity, p.record_id, p.seq)]
+        async with db.execute(SETTLE.format(values=values), args) as cursor:
+            removed.extend((str(e), int(size)) for e, size in await cursor.fetchall())
+    await db.executemany(
+        "DELETE FROM dead_letters WHERE entity = ? AND record_id = ? AND seq < ?",
+        [(p.entity, p.record_id, p.seq) for p in delivered],
+    )
+    await db.executemany(
+        "INSERT INTO dead_letters "
+        "(entity, record_id, seq, failed_at, status, reason, body) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (entity, record_id) DO UPDATE SET "
+        "seq = excluded.seq, failed_at = excluded.failed_at, "
+        "status = excluded.status, reason = excluded.reason, body = excluded.body "
+        "WHERE excluded.seq > dead_letters.seq",
+        [
+            (
+                r.pending.entity,
+                r.pending.record_id,
+                r.pending.seq,
+                now,
+                r.status,
+                r.reason,
+                r.pending.body,
+            )
+            for r in refused
+        ],
+    )
+    return removed
+
+
+async def _retry_dead_letters(db: aiosqlite.Connection, entity: str | None) -> int:
+    condition, args = ("entity = ?", (entity,)) if entity else ("true", ())
+    # A pending row for the same record is a newer version: it wins.
+    cursor = await db.execute(
+        "INSERT INTO outbox (entity, record_id, seq, accepted_at, size, body) "
+        "SELECT entity, record_id, seq, ?, length(body), body FROM dead_letters "
+        f"WHERE {condition} ON CONFLICT (entity, record_id) DO NOTHING",
+        (time.time(), *args),
+    )
+    moved = cursor.rowcount
+    await db.execute(f"DELETE FROM dead_letters WHERE {condition}", args)
+    return moved
+
+
+def _dead_letter(row: Any) -> DeadLetter:
+    entity, record_id, seq, failed_at, status, reason, body = row
+    return DeadLetter(entity, record_id, seq, failed_at, status, reason, bytes(body))
+
+
+def body_is_readable(pending: Pending) -> bool:
+    """True if a stored body still parses as the record it claims to be."""
+    try:
+        fields = orjson.loads(pending.body)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(fields, dict) and fields.get("id") == pending.record_id
