@@ -1,0 +1,302 @@
+"""One flusher per entity type: drains the outbox to Sense in full batches.
+
+A flush cycle reads as claim → pack → send → settle. A batch goes when the
+pending records reach the record limit, would pass the byte limit once
+compressed, or when the oldest has waited ``max_age_seconds`` (Sense's
+"500 updates, 256 kb after compression or 5 minutes, whichever comes first").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+import structlog
+
+from relay import errors, outbox
+from relay.backoff import Backoff, sleep_unless_stopping
+from relay.batch import Batch, Packer
+from relay.config import FlushSettings
+from relay.metrics import Metrics
+from relay.outbox import Outbox, Pending, Refusal
+from relay.sense import Accepted, Rejected, SenseClient, TooLarge
+
+# Until a batch has been compressed, assume JSON shrinks to a quarter.
+INITIAL_COMPRESSION_RATIO = 0.25
+
+
+class Flusher:
+    """Delivers one entity type's pending records, batch after batch."""
+
+    def __init__(
+        self,
+        entity: str,
+        box: Outbox,
+        client: SenseClient,
+        packer: Packer,
+        settings: FlushSettings,
+        backoff: Backoff,
+        metrics: Metrics,
+    ) -> None:
+        self.entity = entity
+        self._outbox = box
+        self._client = client
+        self._packer = packer
+        self._settings = settings
+        self._backoff = backoff
+        self._metrics = metrics
+        self._ratio = INITIAL_COMPRESSION_RATIO
+        self._trial_raw = 0
+        self._stopping = asyncio.Event()
+        self._log = structlog.get_logger("relay.flusher").bind(entity=entity)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Flushes until ``stopping`` is set.
+
+        A request in flight is finished, but a batch waiting to be retried is
+        given up: its records stay in the outbox for the next start.
+        """
+        self._stopping = stopping
+        try:
+            await self._flush_until(stopping)
+        except errors.Stopping:
+            self._log.info("flusher_stopped_with_retry_pending")
+
+    async def _flush_until(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            due = await self._wait_until_due(stopping)
+            if not due:
+                continue
+            claimed = await self._outbox.claim(self.entity, self._settings.max_records)
+            if not claimed:
+                continue
+            batch = await self._pack(claimed)
+            if self._only_maybe_full(batch, claimed):
+                self._outbox.release(batch.records)
+                continue
+            await self._deliver(batch)
+
+    async def _wait_until_due(self, stopping: asyncio.Event) -> bool:
+        changed = self._outbox.changed[self.entity]
+        changed.clear()
+        if self._due():
+            return True
+        waiters = [
+            asyncio.ensure_future(changed.wait()),
+            asyncio.ensure_future(stopping.wait()),
+        ]
+        try:
+            await asyncio.wait(
+                waiters,
+                timeout=self._seconds_until_too_old(),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+        return not stopping.is_set() and self._due()
+
+    def _due(self) -> bool:
+        stats = self._outbox.stats[self.entity]
+        if stats.records <= 0:
+            return False
+        return (
+            stats.records >= self._settings.max_records
+            or stats.bytes * self._ratio >= self._packer.max_body_bytes
+            or self._seconds_until_too_old() == 0
+            or self._worth_a_trial_pack()
+        )
+
+    def _worth_a_trial_pack(self) -> bool:
+        # The compression ratio is only an estimate: once the raw bytes alone
+        # pass the limit, pack for real to learn whether a batch is full,
+        # again each time another tenth of the limit has arrived.
+        raw = self._outbox.stats[self.entity].bytes
+        step = self._packer.max_body_bytes // 10
+        return raw >= self._packer.max_body_bytes and raw >= self._trial_raw + step
+
+    def _only_maybe_full(self, batch: Batch, claimed: list[Pending]) -> bool:
+        """True if the batch was packed on trial and turned out not full."""
+        stats = self._outbox.stats[self.entity]
+        not_full = (
+            len(batch.records) == len(claimed)
+            and len(claimed) < self._settings.max_records
+            and batch.body_bytes < self._packer.max_body_bytes * 0.9
+            and self._seconds_until_too_old() != 0
+        )
+        self._trial_raw = stats.bytes if not_full else 0
+        return not_full
+
+    def _seconds_until_too_old(self) -> float | None:
+        oldest = self._outbox.stats[self.entity].oldest_accepted_at
+        if oldest is None:
+            return None
+        return max(0.0, oldest + self._settings.max_age_seconds - time.time())
+
+    async def _pack(self, claimed: list[Pending]) -> Batch:
+        readable = [p for p in claimed if outbox.body_is_readable(p)]
+        unreadable = [p for p in claimed if not outbox.body_is_readable(p)]
+        if unreadable:
+            await self._dead_letter(unreadable, None, "unreadable row in the outbox")
+        if not readable:
+            return Batch(self.entity, [], b"", self._packer.compress)
+
+        batch = await asyncio.to_thread(self._packer.pack, self.entity, readable)
+
+        self._outbox.release(readable[len(batch.records) :])
+        self._learn_ratio(batch)
+        return batch
+
+    def _learn_ratio(self, batch: Batch) -> None:
+        raw = sum(len(p.body) for p in batch.records)
+        if raw:
+            self._ratio = batch.body_bytes / raw
+
+    async def _deliver(self, batch: Batch) -> None:
+        """Sends a batch until Sense has settled every record in it."""
+        if not batch.records:
+            return
+        outcome = await self._send_until_answered(batch)
+
+        if isinstance(outcome, Accepted):
+            await self._settle_accepted(batch, outcome)
+        elif isinstance(outcome, Rejected):
+            await self._settle_rejected(batch, outcome)
+        elif isinstance(outcome, TooLarge):
+            await self._split(batch, status=413, reason="larger than Sense accepts")
+
+    async def _send_until_answered(
+        self, batch: Batch
+    ) -> Accepted | Rejected | TooLarge:
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.monotonic()
+            try:
+                outcome = await self._client.upsert(batch)
+            except errors.Stopping:
+                self._outbox.release(batch.records)
+                raise
+            except errors.SenseUnavailable as exc:
+                await self._wait_to_retry(batch, attempt, exc)
+                continue
+            self._log_batch(batch, outcome, attempt, started)
+            return outcome
+
+    async def _wait_to_retry(
+        self, batch: Batch, attempt: int, exc: errors.SenseUnavailable
+    ) -> None:
+        delay_s = self._backoff.delay_s(attempt)
+        if exc.retry_after_s is not None:
+            delay_s = 0.0  # the shared pause gate already holds every sender back
+        reason = _retry_reason(exc)
+        self._metrics.batches.labels(self.entity, "retried").inc()
+        self._metrics.retries.labels(self.entity, reason).inc()
+        event = "batch_retry_scheduled"
+        level = "error" if isinstance(exc, errors.AuthRejected) else "warning"
+        getattr(self._log, level)(
+            event,
+            records=len(batch.records),
+            reason=exc.reason,
+            attempt=attempt,
+            retry_in_s=round(delay_s, 3),
+            retry_after_s=exc.retry_after_s,
+        )
+        try:
+            await sleep_unless_stopping(delay_s, self._stopping)
+        except errors.Stopping:
+            self._outbox.release(batch.records)
+            raise
+
+    async def _settle_accepted(self, batch: Batch, outcome: Accepted) -> None:
+        await self._outbox.settle(batch.records)
+        self._metrics.records_delivered.labels(self.entity).inc(len(batch.records))
+        self._metrics.batch_records.labels(self.entity).observe(len(batch.records))
+        self._metrics.batch_body_bytes.labels(self.entity).observe(batch.body_bytes)
+        if outcome.warnings:
+            self._metrics.sense_warnings.labels(self.entity).inc(len(outcome.warnings))
+            for warning in outcome.warnings:
+                self._log.warning(
+                    "sense_warning_received",
+                    record_id=warning.entity_id,
+                    message=warning.message,
+                    path=warning.path,
+                )
+
+    async def _settle_rejected(self, batch: Batch, outcome: Rejected) -> None:
+        named = {issue.entity_id: issue for issue in outcome.errors if issue.entity_id}
+        culprits = [p for p in batch.records if p.record_id in named]
+        if not culprits:
+            reason = "; ".join(i.message for i in outcome.errors) or "refused by Sense"
+            await self._split(batch, status=400, reason=reason)
+            return
+
+        refusals = [Refusal(p, 400, _describe(named[p.record_id])) for p in culprits]
+        await self._refuse(refusals)
+        rest = [p for p in batch.records if p.record_id not in named]
+        await self._resend(rest)
+
+    async def _split(self, batch: Batch, status: int, reason: str) -> None:
+        """Halves a refused batch until the refused records stand alone."""
+        if len(batch.records) == 1:
+            await self._refuse([Refusal(batch.records[0], status, reason)])
+            return
+        middle = len(batch.records) // 2
+        self._log.info("batch_split", records=len(batch.records), status=status)
+        await self._resend(batch.records[:middle])
+        await self._resend(batch.records[middle:])
+
+    async def _resend(self, records: Sequence[Pending]) -> None:
+        remaining = list(records)
+        while remaining:
+            batch = await asyncio.to_thread(self._packer.pack, self.entity, remaining)
+            await self._deliver(batch)
+            remaining = remaining[len(batch.records) :]
+
+    async def _dead_letter(
+        self, records: Sequence[Pending], status: int | None, reason: str
+    ) -> None:
+        await self._refuse([Refusal(p, status, reason) for p in records])
+
+    async def _refuse(self, refusals: Sequence[Refusal]) -> None:
+        await self._outbox.settle([], refusals)
+        self._metrics.records_dead_lettered.labels(self.entity).inc(len(refusals))
+        for refusal in refusals:
+            self._log.error(
+                "record_dead_lettered",
+                record_id=refusal.pending.record_id,
+                status=refusal.status,
+                reason=refusal.reason,
+            )
+
+    def _log_batch(
+        self, batch: Batch, outcome: object, attempt: int, started: float
+    ) -> None:
+        status = {Accepted: 201, Rejected: 400, TooLarge: 413}[type(outcome)]
+        label = {201: "delivered", 400: "rejected", 413: "too_large"}[status]
+        self._metrics.batches.labels(self.entity, label).inc()
+        self._log.info(
+            "batch_sent",
+            records=len(batch.records),
+            compressed_bytes=batch.body_bytes,
+            status=status,
+            attempt=attempt,
+            duration_ms=round((time.monotonic() - started) * 1000, 1),
+        )
+
+
+def _retry_reason(exc: errors.SenseUnavailable) -> str:
+    if isinstance(exc, errors.AuthRejected):
+        return "auth"
+    if exc.status is None:
+        return exc.reason
+    if exc.status == 429:
+        return "rate_limited"
+    return "server_error"
+
+
+def _describe(issue: object) -> str:
+    message = getattr(issue, "message", "") or "refused by Sense"
+    path = getattr(issue, "path", None)
+    return f"{'.'.join(path)}: {message}" if path else str(message)

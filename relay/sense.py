@@ -1,0 +1,195 @@
+"""The Sense partner API as relay uses it: batch upserts and lookups."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import structlog
+
+from relay import errors
+from relay.backoff import PauseGate
+from relay.batch import Batch
+from relay.config import SenseSettings
+from relay.metrics import Metrics
+from relay.token import TokenCache
+
+log = structlog.get_logger("relay.sense")
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One entry of Sense's ``errors[]`` or ``warnings[]``."""
+
+    entity_id: str | None
+    message: str
+    path: list[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """201: Sense took the batch for processing."""
+
+    warnings: list[Issue]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """400: Sense refused the whole batch; ``errors`` may name the culprits."""
+
+    errors: list[Issue]
+
+
+@dataclass(frozen=True, slots=True)
+class TooLarge:
+    """413: the body was over Sense's size limit."""
+
+
+Outcome = Accepted | Rejected | TooLarge
+
+
+@dataclass
+class Health:
+    """What the last call to Sense said, for the readiness check."""
+
+    last_ok: bool | None = None
+    last_status: int | None = None
+    last_at: float | None = None
+
+
+class SenseClient:
+    """Sends batches to Sense with the shared token and pause gate."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        settings: SenseSettings,
+        tokens: TokenCache,
+        gate: PauseGate,
+        metrics: Metrics,
+    ) -> None:
+        self._session = session
+        self._settings = settings
+        self._tokens = tokens
+        self._gate = gate
+        self._metrics = metrics
+        self.health = Health()
+
+    async def upsert(self, batch: Batch) -> Outcome:
+        """Sends one batch; returns Sense's verdict on it.
+
+        Raises SenseUnavailable for anything worth retrying unchanged:
+        429, 5xx, timeouts, broken connections and refused credentials.
+        """
+        url = f"{self._settings.base_url.rstrip('/')}/{batch.entity}"
+        headers = {"Content-Type": "application/json"}
+        if batch.compressed:
+            headers["Content-Encoding"] = "gzip"
+
+        status, payload = await self._call("upsert", url, batch.body, headers)
+
+        if status in (200, 201):
+            return Accepted(_issues(payload, "warnings"))
+        if status == 400:
+            return Rejected(_issues(payload, "errors"))
+        if status == 413:
+            return TooLarge()
+        # Any other answer (404 from a wrong base URL, say) says nothing about
+        # the records: retry rather than dead-letter the whole outbox.
+        raise errors.SenseUnavailable(f"Sense answered HTTP {status}", status=status)
+
+    async def _call(
+        self, operation: str, url: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, Any]:
+        for attempt in (1, 2):
+            await self._gate.wait()
+            token = await self._tokens.get()
+            status, payload, retry_after_s = await self._request(
+                operation, url, body, {**headers, "Authorization": f"Bearer {token}"}
+            )
+            if status == 401 and attempt == 1:
+                # The token may have been revoked early: one fresh try.
+                self._tokens.invalidate(token)
+                continue
+            return self._screen(status, payload, retry_after_s)
+        raise AssertionError("unreachable")
+
+    def _screen(
+        self, status: int, payload: Any, retry_after_s: float | None
+    ) -> tuple[int, Any]:
+        self._record_health(status)
+        if retry_after_s is not None and (status == 429 or status >= 500):
+            self._gate.pause(retry_after_s)
+        if status == 401:
+            raise errors.AuthRejected("Sense refused a fresh token", status=401)
+        if status == 429 or status >= 500:
+            raise errors.SenseUnavailable(
+                f"Sense answered HTTP {status}", retry_after_s, status
+            )
+        return status, payload
+
+    async def _request(
+        self, operation: str, url: str, body: bytes, headers: dict[str, str]
+    ) -> tuple[int, Any, float | None]:
+        started = time.monotonic()
+        timeout = aiohttp.ClientTimeout(total=self._settings.request_timeout_seconds)
+        try:
+            async with self._session.post(
+                url, data=body, headers=headers, timeout=timeout
+            ) as response:
+                payload = await _json_or_none(response)
+                retry_after_s = _retry_after_s(response.headers.get("Retry-After"))
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._record_health(None)
+            reason = "timeout" if isinstance(exc, TimeoutError) else "connection"
+            raise errors.SenseUnavailable(reason) from exc
+        finally:
+            elapsed = time.monotonic() - started
+            self._metrics.sense_request_seconds.labels(operation).observe(elapsed)
+        return status, payload, retry_after_s
+
+    def _record_health(self, status: int | None) -> None:
+        self.health.last_status = status
+        self.health.last_ok = status is not None and status < 500 and status != 429
+        self.health.last_at = time.time()
+
+
+async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
+    try:
+        return await response.json(content_type=None)
+    except (ValueError, aiohttp.ContentTypeError):
+        return None
+
+
+def _retry_after_s(header: str | None) -> float | None:
+    """Reads Retry-After, given either in seconds or as an HTTP date."""
+    if header is None:
+        return None
+    try:
+        return max(0.0, float(header))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(header)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _issues(payload: Any, key: str) -> list[Issue]:
+    items = payload.get(key) if isinstance(payload, dict) else None
+    if not isinstance(items, list):
+        return []
+    return [
+        Issue(
+            str(item["entity_id"]) if item.get("entity_id") is not None else None,
+            str(item.get("message") or ""),
+            item.get("path") if isinstance(item.get("path"), list) else None,
+        )
+        for item in items
+        if isinstance(item, dict)
+    ]
