@@ -1,0 +1,204 @@
+"""The hook API the ATS posts to, plus health and metrics endpoints.
+
+``POST /v1/{path}`` takes the same bodies Sense's own upsert endpoints take
+(one entity or an array) and answers 202 only once every record is durable.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+import prometheus_client
+import structlog
+from aiohttp import web
+
+from relay import entities, errors, records
+from relay.config import ServerSettings
+from relay.metrics import Metrics
+from relay.outbox import Outbox
+from relay.sense import Health
+
+log = structlog.get_logger("relay.ingest")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+
+
+class RequestError(Exception):
+    """A hook request relay must refuse, with the status and JSON to send."""
+
+    def __init__(self, status: int, body: dict[str, Any], **headers: str) -> None:
+        super().__init__(body.get("error", ""))
+        self.status = status
+        self.body = body
+        self.headers = headers
+
+
+class Ingest:
+    """Handlers for the ingest listener; ``app()`` builds the aiohttp app."""
+
+    def __init__(
+        self,
+        settings: ServerSettings,
+        box: Outbox,
+        metrics: Metrics,
+        health: Health,
+    ) -> None:
+        self._settings = settings
+        self._outbox = box
+        self._metrics = metrics
+        self._sense_health = health
+        self._tokens = [t.get_secret_value().encode() for t in settings.hook_tokens]
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            client_max_size=self._settings.max_request_bytes,
+            middlewares=[self._errors_as_json, self._authenticate],
+        )
+        app.router.add_post("/v1/{path}", self.post_records)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
+        return app
+
+    async def post_records(self, request: web.Request) -> web.Response:
+        entity_type = _entity_type(request.match_info["path"])
+        items = _items(await self._body(request), self._settings.max_request_records)
+
+        try:
+            accepted = records.validate(entity_type, items)
+        except records.InvalidRecords as exc:
+            self._metrics.records_rejected.labels(entity_type.path).inc(len(items))
+            problems = [problem.as_dict() for problem in exc.problems]
+            body = {"error": "invalid records", "problems": problems}
+            raise RequestError(422, body) from None
+        result = await self._store(accepted)
+
+        self._metrics.records_accepted.labels(entity_type.path).inc(len(accepted))
+        for entity, count in result.coalesced.items():
+            self._metrics.records_coalesced.labels(entity).inc(count)
+        return _json(202, {"accepted": len(accepted)})
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        return _json(200, {"status": "alive"})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        writable = await self._outbox.check_writable()
+        sense = self._sense_health
+        body = {
+            "ready": writable,
+            "outbox_writable": writable,
+            "sense_last_call_ok": sense.last_ok,
+            "sense_last_status": sense.last_status,
+        }
+        return _json(200 if writable else 503, body)
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        output = prometheus_client.generate_latest(self._metrics.registry)
+        headers = {"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
+        return web.Response(body=output, headers=headers)
+
+    async def _store(self, accepted: list[records.Record]) -> Any:
+        try:
+            return await self._outbox.add(accepted)
+        except errors.OutboxFull as exc:
+            raise RequestError(
+                503,
+                {"error": "the outbox is full; retry later"},
+                **{"Retry-After": str(exc.retry_after_s)},
+            ) from exc
+
+    async def _body(self, request: web.Request) -> bytes:
+        # aiohttp inflates a gzip body as it reads, and the size limit counts
+        # inflated bytes, so a small compressed bomb is refused too.
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge as exc:
+            raise _too_large(self._settings.max_request_bytes) from exc
+
+    @web.middleware
+    async def _authenticate(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        if request.path not in OPEN_PATHS and not self._authorized(request):
+            raise RequestError(
+                401,
+                {"error": "missing or invalid bearer token"},
+                **{"WWW-Authenticate": "Bearer"},
+            )
+        return await handler(request)
+
+    def _authorized(self, request: web.Request) -> bool:
+        scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not presented:
+            return False
+        candidate = presented.strip().encode()
+        # Compare against every token, without stopping early, so timing does
+        # not tell which one nearly matched.
+        matches = [hmac.compare_digest(candidate, token) for token in self._tokens]
+        return any(matches)
+
+    @web.middleware
+    async def _errors_as_json(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except RequestError as exc:
+            response = _json(exc.status, exc.body)
+            response.headers.update(exc.headers)
+        except web.HTTPException as exc:
+            response = _json(exc.status, {"error": exc.reason})
+        except errors.OutboxError as exc:
+            log.error("hook_store_failed", error=str(exc))
+            response = _json(503, {"error": "the outbox cannot be written"})
+        if request.path.startswith("/v1/"):
+            self._metrics.hook_requests.labels(str(response.status)).inc()
+        return response
+
+
+def _entity_type(path: str) -> entities.EntityType:
+    entity_type = entities.BY_PATH.get(path)
+    if entity_type is None:
+        raise RequestError(
+            404,
+            {
+                "error": f"unknown entity path '{path}'",
+                "valid_paths": list(entities.PATHS),
+            },
+        )
+    return entity_type
+
+
+def _items(body: bytes, max_records: int) -> list[Any]:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(400, {"error": f"body is not valid JSON: {exc}"}) from exc
+    items = [parsed] if isinstance(parsed, dict) else parsed
+    if not isinstance(items, list):
+        raise RequestError(400, {"error": "body must be an entity object or an array"})
+    if not items:
+        raise RequestError(400, {"error": "body holds no records"})
+    if len(items) > max_records:
+        raise RequestError(
+            413,
+            {
+                "error": f"{len(items)} records in one request; "
+                f"the limit is {max_records}"
+            },
+        )
+    return items
+
+
+def _too_large(max_bytes: int) -> RequestError:
+    return RequestError(413, {"error": f"body larger than {max_bytes} bytes"})
+
+
+def _json(status: int, body: dict[str, Any]) -> web.Response:
+    return web.Response(
+        status=status, body=orjson.dumps(body), content_type="application/json"
+    )
