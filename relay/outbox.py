@@ -23,7 +23,7 @@ import aiosqlite
 import orjson
 import structlog
 
-from relay import errors
+from relay import errors, salvage
 from relay.records import Record
 
 log = structlog.get_logger("relay.outbox")
@@ -280,12 +280,12 @@ class Outbox:
     # -- internals ------------------------------------------------------
 
     async def _connect(self, durability: str) -> None:
+        await self._check_integrity()
         synchronous = "FULL" if durability == "full" else "NORMAL"
         self._writer = await aiosqlite.connect(self.path, isolation_level=None)
         await self._writer.execute("PRAGMA journal_mode=WAL")
         await self._writer.execute(f"PRAGMA synchronous={synchronous}")
         await self._writer.execute("PRAGMA busy_timeout=10000")
-        await self._check_integrity()
         schema = resources.files("relay").joinpath("schema.sql").read_text("utf-8")
         await self._writer.executescript(schema)
         self._reader = await aiosqlite.connect(self.path)
@@ -296,15 +296,22 @@ class Outbox:
         )
 
     async def _check_integrity(self) -> None:
-        assert self._writer is not None
-        async with self._writer.execute("PRAGMA quick_check") as cursor:
-            problems = [row[0] for row in await cursor.fetchall()]
-        if problems != ["ok"]:
-            log.error("outbox_damaged", path=str(self.path), problems=problems[:10])
+        found = await asyncio.to_thread(salvage.problems, self.path)
+        if not found:
+            return
+        log.error("outbox_damaged", path=str(self.path), problems=found[:10])
+        if not salvage.is_sqlite_file(self.path):
             raise errors.OutboxError(
-                f"outbox {self.path} is damaged ({problems[0]}); "
-                "see the README's 'Recovering a damaged outbox'"
+                f"{self.path} is not an SQLite database ({found[0]}); relay will "
+                "not touch it: check setting outbox.path"
             )
+        report = await asyncio.to_thread(salvage.salvage, self.path)
+        log.error(
+            "outbox_salvaged",
+            damaged_copy=str(report.damaged_copy),
+            rows_kept=report.rows_kept,
+            rows_unreadable=report.rows_unreadable,
+        )
 
     async def _load_state(self) -> None:
         await self.refresh_stats()
