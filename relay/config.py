@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +27,9 @@ from relay import errors
 SENSE_MAX_RECORDS = 500
 SENSE_MAX_COMPRESSED_BYTES = 262_144
 CONFIG_PATH_VARIABLE = "RELAY_CONFIG"
+_toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "toml_path", default=None
+)
 
 
 class Section(BaseModel):
@@ -55,7 +59,6 @@ class OutboxSettings(Section):
     durability: Literal["full", "normal"] = "full"
     max_records: int = Field(5_000_000, ge=1)
     max_bytes: int = Field(4 * 1024**3, ge=1024)
-    commit_interval_ms: float = Field(0.0, ge=0)
 
 
 class FlushSettings(Section):
@@ -103,7 +106,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = os.environ.get(CONFIG_PATH_VARIABLE)
+        toml_file = _toml_path.get() or os.environ.get(CONFIG_PATH_VARIABLE)
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_file:
             sources.append(TomlConfigSettingsSource(settings_cls, Path(toml_file)))
@@ -114,13 +117,16 @@ def load(path: Path | None = None, **overrides: Any) -> Settings:
     """Reads settings, raising ConfigError naming the first bad setting."""
     if path is not None:
         _check_readable(path)
-        os.environ[CONFIG_PATH_VARIABLE] = str(path)
+    token = _toml_path.set(path)
     try:
         return Settings(**overrides)
     except pydantic.ValidationError as exc:
         raise errors.ConfigError(_describe(exc)) from None
-    except ValueError as exc:
-        raise errors.ConfigError(f"invalid configuration: {exc}") from None
+    except ValueError as exc:  # tomllib.TOMLDecodeError among them
+        source = f"configuration file {path}" if path else "configuration"
+        raise errors.ConfigError(f"{source} is not valid TOML: {exc}") from None
+    finally:
+        _toml_path.reset(token)
 
 
 def require_sense_credentials(settings: Settings) -> None:

@@ -1,0 +1,67 @@
+"""No secret reaches a log line, a metric, an error body or a settings dump."""
+
+from __future__ import annotations
+
+import pytest
+import structlog
+
+from relay import logs
+from tests.conftest import HOOK_TOKEN, SenseStandIn, candidate, eventually
+
+CLIENT_SECRET = "sandbox-secret"
+
+
+@pytest.fixture
+def json_logs():
+    logs.configure(level="debug", fmt="json")
+    yield
+    structlog.reset_defaults()
+
+
+async def test_logs_metrics_and_answers_carry_no_secret(
+    json_logs, start_relay, sense: SenseStandIn, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with start_relay(flush={"max_age_seconds": 0.05}) as hooks:
+        await hooks.send("candidates", [candidate(1, email="ada@example.com")])
+        await eventually(lambda: len(sense.sandbox.batches) == 1)
+        sense.sandbox.revoke_tokens()
+        sense.sandbox.reject("2")
+        await hooks.send("candidates", [candidate(2, email="bob@example.com")])
+        await eventually(
+            lambda: (
+                len(sense.sandbox.batches) == 1
+                and hooks.relay.outbox.total_records() == 0
+            )
+        )
+        # A refused value is never echoed back, even one that is a secret.
+        _, refused = await hooks.post("candidates", [{"id": 3, "bad": HOOK_TOKEN}])
+        _, unauthorised = await hooks.post("candidates", [candidate(4)], token="x")
+        metrics = await hooks.metrics()
+    issued = list(sense.sandbox._tokens)
+
+    output = capsys.readouterr().out + metrics + str(refused) + str(unauthorised)
+    assert "batch_sent" in output and "record_dead_lettered" in output
+    for secret in (CLIENT_SECRET, HOOK_TOKEN, *issued):
+        assert secret not in output
+    assert "ada@example.com" not in output and "bob@example.com" not in output
+
+
+def test_settings_never_print_their_secrets() -> None:
+    from tests.conftest import relay_settings
+
+    settings = relay_settings("outbox.db", "http://127.0.0.1:1")
+
+    for rendering in (repr(settings), str(settings), settings.model_dump_json()):
+        assert CLIENT_SECRET not in rendering and HOOK_TOKEN not in rendering
+
+
+def test_the_log_processor_masks_credential_fields() -> None:
+    event = {"event": "x", "client_secret": "s", "authorization": "Bearer t"}
+
+    masked = logs.drop_secrets(None, "info", event)
+
+    assert masked == {
+        "event": "x",
+        "client_secret": "[secure]",
+        "authorization": "[secure]",
+    }
