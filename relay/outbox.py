@@ -13,8 +13,8 @@ import contextlib
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ import structlog
 
 from relay import errors, salvage
 from relay.records import Record
+from relay.writer import GroupCommitWriter, Work
 
 log = structlog.get_logger("relay.outbox")
 
@@ -103,12 +104,6 @@ class Refusal:
     reason: str
 
 
-@dataclass(slots=True)
-class _Job:
-    run: Callable[[aiosqlite.Connection], Awaitable[Any]]
-    done: asyncio.Future[Any] = field(default_factory=asyncio.Future)
-
-
 class Outbox:
     """The SQLite outbox file. Use ``async with Outbox.open(...)``."""
 
@@ -120,11 +115,10 @@ class Outbox:
         self.changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.recovered: dict[str, int] = {}
         self._in_flight: dict[tuple[str, str], int] = {}
-        self._jobs: asyncio.Queue[_Job] = asyncio.Queue()
         self._last_seq = 0
-        self._writer: aiosqlite.Connection | None = None
+        self._writer: GroupCommitWriter | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._writer_task: asyncio.Task[None] | None = None
+        self._connections: list[aiosqlite.Connection] = []
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -214,7 +208,7 @@ class Outbox:
 
     async def check_writable(self) -> bool:
         """True if the writer task is alive and a trivial write commits."""
-        if self._writer_task is None or self._writer_task.done():
+        if self._writer is None or not self._writer.alive:
             return False
         try:
             await self._write(lambda db: db.execute("SELECT 1"))
@@ -282,18 +276,18 @@ class Outbox:
     async def _connect(self, durability: str) -> None:
         await self._check_integrity()
         synchronous = "FULL" if durability == "full" else "NORMAL"
-        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-        await self._writer.execute("PRAGMA journal_mode=WAL")
-        await self._writer.execute(f"PRAGMA synchronous={synchronous}")
-        await self._writer.execute("PRAGMA busy_timeout=10000")
+        connection = await aiosqlite.connect(self.path, isolation_level=None)
+        self._connections.append(connection)
+        await connection.execute("PRAGMA journal_mode=WAL")
+        await connection.execute(f"PRAGMA synchronous={synchronous}")
+        await connection.execute("PRAGMA busy_timeout=10000")
         schema = resources.files("relay").joinpath("schema.sql").read_text("utf-8")
-        await self._writer.executescript(schema)
+        await connection.executescript(schema)
         self._reader = await aiosqlite.connect(self.path)
+        self._connections.append(self._reader)
         await self._reader.execute("PRAGMA busy_timeout=10000")
         await self._load_state()
-        self._writer_task = asyncio.create_task(
-            self._write_loop(), name="outbox-writer"
-        )
+        self._writer = GroupCommitWriter(connection, str(self.path))
 
     async def _check_integrity(self) -> None:
         found = await asyncio.to_thread(salvage.problems, self.path)
@@ -324,13 +318,10 @@ class Outbox:
         self._last_seq = int(rows[0][0] or 0)
 
     async def _close(self) -> None:
-        if self._writer_task is not None:
-            self._writer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._writer_task
-        for connection in (self._reader, self._writer):
-            if connection is not None:
-                await connection.close()
+        if self._writer is not None:
+            await self._writer.close()
+        for connection in self._connections:
+            await connection.close()
 
     def _next_seq(self) -> int:
         # Versions must grow across restarts too: wall-clock nanoseconds,
@@ -394,43 +385,10 @@ class Outbox:
         except sqlite3.Error as exc:
             raise errors.OutboxError(f"cannot read outbox {self.path}: {exc}") from exc
 
-    async def _write(
-        self, run: Callable[[aiosqlite.Connection], Awaitable[Any]]
-    ) -> Any:
-        if self._writer_task is None or self._writer_task.done():
-            raise errors.OutboxError(f"outbox {self.path} is closed")
-        job = _Job(run)
-        self._jobs.put_nowait(job)
-        return await job.done
-
-    async def _write_loop(self) -> None:
-        while True:
-            jobs = [await self._jobs.get()]
-            while not self._jobs.empty():
-                jobs.append(self._jobs.get_nowait())
-            await self._commit(jobs)
-
-    async def _commit(self, jobs: list[_Job]) -> None:
-        db = self._writer
-        assert db is not None
-        results = []
-        try:
-            await db.execute("BEGIN IMMEDIATE")
-            for job in jobs:
-                results.append(await job.run(db))
-            await db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            log.error("outbox_commit_failed", path=str(self.path), error=str(exc))
-            with contextlib.suppress(sqlite3.Error):
-                await db.execute("ROLLBACK")
-            failure = errors.OutboxError(f"cannot write outbox {self.path}: {exc}")
-            for job in jobs:
-                if not job.done.done():
-                    job.done.set_exception(failure)
-            return
-        for job, result in zip(jobs, results, strict=True):
-            if not job.done.done():
-                job.done.set_result(result)
+    async def _write(self, work: Work) -> Any:
+        if self._writer is None:
+            raise errors.OutboxError(f"outbox {self.path} is not open")
+        return await self._writer.submit(work)
 
 
 async def _upsert(db: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> list[Any]:
