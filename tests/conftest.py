@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import gzip
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,12 +14,21 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import structlog
 from aiohttp import web
 
-from relay import config, daemon
+from relay import config, daemon, logs
 from relay.sandbox import Sandbox, SandboxSettings
 
 HOOK_TOKEN = "hook-token-for-tests"
+
+
+@pytest.fixture
+def json_logs() -> Iterator[None]:
+    """relay's production logging, to stdout that capsys captures."""
+    logs.configure(level="debug", fmt="json")
+    yield
+    structlog.reset_defaults()
 
 
 @dataclass

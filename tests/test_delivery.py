@@ -317,3 +317,57 @@ async def test_counters_reconcile_after_a_faulty_run(
             + value("outbox_records")
         )
     assert metric(text, "relay_records_dead_lettered_total", entity="candidates") >= 1
+
+
+async def test_a_dead_letter_is_dropped_once_a_newer_version_is_delivered(
+    start_relay, sense: SenseStandIn
+) -> None:
+    sense.sandbox.reject("5")
+    async with start_relay(flush={"max_age_seconds": 0.05}) as hooks:
+        await hooks.send("candidates", [candidate(5, first_name="bad")])
+        await eventually(lambda: hooks.relay.outbox.total_records() == 0)
+        refused = await hooks.relay.outbox.dead_letters()
+        sense.sandbox.clear_rejected()
+
+        await hooks.send("candidates", [candidate(5, first_name="fixed")])
+
+        await eventually(lambda: "5" in sense.sandbox.records["candidates"])
+        remaining = await hooks.relay.outbox.dead_letters()
+    assert [letter.record_id for letter in refused] == ["5"]
+    assert remaining == []
+
+
+async def test_refused_credentials_are_retried_with_growing_backoff(
+    json_logs, start_relay, sense: SenseStandIn, capsys
+) -> None:
+    wrong = {"client_secret": "not-the-secret"}
+    retry = {"base_seconds": 0.05, "cap_seconds": 10}
+    async with start_relay(sense=wrong, retry=retry) as hooks:
+        await hooks.send("candidates", [candidate(1)])
+        await asyncio.sleep(1.5)
+        text = await hooks.metrics()
+
+    import orjson
+
+    events = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    failures = [e for e in events if e["event"] == "token_request_failed"]
+    refused = metric(text, "relay_token_requests_total", outcome="refused")
+    assert 2 <= len(failures) == refused == sense.sandbox.token_requests <= 12
+    assert [e["attempt"] for e in failures] == list(range(1, len(failures) + 1))
+    assert all(e["level"] == "error" for e in failures)
+    assert delivered(sense) == 0
+
+
+async def test_readiness_reports_the_last_call_to_sense(
+    start_relay, sense: SenseStandIn
+) -> None:
+    sense.sandbox.script(*[Fault(status=503)] * 100)
+    async with start_relay(flush={"max_age_seconds": 0.05}) as hooks:
+        await hooks.send("candidates", [candidate(1)])
+        await eventually(lambda: len(sense.sandbox.requests) >= 3)
+        async with hooks.session.get(f"{hooks.base}/readyz") as response:
+            body = await response.json()
+
+    assert response.status == 200
+    assert body["outbox_writable"] is True
+    assert body["sense_last_call_ok"] is False and body["sense_last_status"] == 503

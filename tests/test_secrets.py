@@ -3,19 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import structlog
 
 from relay import logs
 from tests.conftest import HOOK_TOKEN, SenseStandIn, candidate, eventually
 
 CLIENT_SECRET = "sandbox-secret"
-
-
-@pytest.fixture
-def json_logs():
-    logs.configure(level="debug", fmt="json")
-    yield
-    structlog.reset_defaults()
 
 
 async def test_logs_metrics_and_answers_carry_no_secret(
