@@ -130,7 +130,7 @@ class Sandbox:
         self.requests: list[Exchange] = []
         self._tokens: dict[str, float] = {}
         self._faults: deque[Fault] = deque()
-        self._rejected: dict[str, str] = {}
+        self._rejected: dict[str, tuple[str, bool]] = {}
 
     def reset(self) -> None:
         """Forgets records, observations, faults and rejections; tokens stay valid."""
@@ -148,9 +148,15 @@ class Sandbox:
         self._faults.extend(faults)
         log.info("sandbox_faults_scripted", faults=len(faults))
 
-    def reject(self, *ids: str, message: str = REJECTED_MESSAGE) -> None:
-        """Refuses records with these ids, like invalid ones, until cleared."""
-        self._rejected.update(dict.fromkeys(ids, message))
+    def reject(
+        self, *ids: str, message: str = REJECTED_MESSAGE, named: bool = True
+    ) -> None:
+        """Refuses records with these ids, like invalid ones, until cleared.
+
+        With ``named=False`` the 400 does not say which records it refused
+        (``entity_id`` null), as Sense may answer when it cannot tell.
+        """
+        self._rejected.update(dict.fromkeys(ids, (message, named)))
         log.info("sandbox_ids_rejected", ids=len(ids))
 
     def clear_rejected(self) -> None:
@@ -305,11 +311,13 @@ class Sandbox:
         return valid
 
     def _rejections(self, items: list[Any]) -> list[records.Problem]:
-        return [
-            records.Problem(index, record_id, None, self._rejected[record_id])
-            for index, record_id in enumerate(map(_item_id, items))
-            if record_id in self._rejected
-        ]
+        problems = []
+        for index, record_id in enumerate(map(_item_id, items)):
+            if record_id in self._rejected:
+                message, named = self._rejected[record_id]
+                shown_id = record_id if named else None
+                problems.append(records.Problem(index, shown_id, None, message))
+        return problems
 
     def _accept(
         self,

@@ -371,3 +371,25 @@ async def test_readiness_reports_the_last_call_to_sense(
     assert response.status == 200
     assert body["outbox_writable"] is True
     assert body["sense_last_call_ok"] is False and body["sense_last_status"] == 503
+
+
+async def test_a_record_refused_without_its_id_is_isolated_by_splitting(
+    start_relay, sense: SenseStandIn
+) -> None:
+    sense.sandbox.reject("6", named=False)
+    async with start_relay(flush={"max_age_seconds": 0.05}) as hooks:
+        await hooks.send("candidates", [candidate(i) for i in range(8)])
+
+        await eventually(lambda: hooks.relay.outbox.total_records() == 0)
+        letters = await hooks.relay.outbox.dead_letters()
+
+    assert sorted(sense.sandbox.records["candidates"]) == [
+        "0",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "7",
+    ]
+    assert [(letter.record_id, letter.status) for letter in letters] == [("6", 400)]

@@ -130,6 +130,22 @@ async def test_a_full_outbox_answers_503_with_retry_after_and_stores_nothing(
         assert hooks.relay.outbox.total_records() == 3
 
 
+async def test_a_full_outbox_accepts_again_once_it_has_drained(
+    start_relay, sense: SenseStandIn
+) -> None:
+    sense.sandbox.script(*[Fault(status=503)] * 5)
+    async with start_relay(outbox={"max_records": 3}) as hooks:
+        await hooks.send("candidates", [candidate(i) for i in range(3)])
+        refused, _ = await hooks.post("candidates", [candidate(9)])
+
+        async def accepted() -> bool:
+            status, _ = await hooks.post("candidates", [candidate(9)])
+            return status == 202
+
+        await eventually(accepted)
+    assert refused == 503
+
+
 async def test_health_readiness_and_metrics_need_no_token(start_relay) -> None:
     async with start_relay() as hooks:
         statuses = []
