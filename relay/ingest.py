@@ -75,11 +75,9 @@ class Ingest:
             problems = [problem.as_dict() for problem in exc.problems]
             body = {"error": "invalid records", "problems": problems}
             raise RequestError(422, body) from None
-        result = await self._store(accepted)
+        await self._store(accepted)
 
         self._metrics.records_accepted.labels(entity_type.path).inc(len(accepted))
-        for entity, count in result.coalesced.items():
-            self._metrics.records_coalesced.labels(entity).inc(count)
         return _json(202, {"accepted": len(accepted)})
 
     async def healthz(self, _request: web.Request) -> web.Response:
@@ -101,9 +99,9 @@ class Ingest:
         headers = {"Content-Type": prometheus_client.CONTENT_TYPE_LATEST}
         return web.Response(body=output, headers=headers)
 
-    async def _store(self, accepted: list[records.Record]) -> Any:
+    async def _store(self, accepted: list[records.Record]) -> None:
         try:
-            return await self._outbox.add(accepted)
+            await self._outbox.add(accepted)
         except errors.OutboxFull as exc:
             raise RequestError(
                 503,

@@ -12,13 +12,13 @@ and ``pending`` is ``relay_outbox_records``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from relay.outbox import EntityStats
+from relay.outbox import Outbox
 
 RECORD_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 400, 450, 500)
 BYTE_BUCKETS = (
@@ -51,11 +51,6 @@ class Metrics:
         self.records_rejected = counter(
             "records_rejected",
             "Records refused at ingest because they broke Sense's schema.",
-            ["entity"],
-        )
-        self.records_coalesced = counter(
-            "records_coalesced",
-            "Pending versions replaced by a newer accepted version.",
             ["entity"],
         )
         self.records_delivered = counter(
@@ -117,19 +112,19 @@ class Metrics:
             registry=self.registry,
         )
 
-    def watch_outbox(self, stats: Callable[[], dict[str, EntityStats]]) -> None:
-        """Exports outbox depth, size and age, read at scrape time."""
-        self.registry.register(_OutboxCollector(stats))
+    def watch_outbox(self, box: Outbox) -> None:
+        """Exports outbox depth, size, age and coalescing, read at scrape time."""
+        self.registry.register(_OutboxCollector(box))
 
     def _counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
         return Counter(f"relay_{name}", documentation, labels, registry=self.registry)
 
 
 class _OutboxCollector(Collector):
-    def __init__(self, stats: Callable[[], dict[str, EntityStats]]) -> None:
-        self._stats = stats
+    def __init__(self, box: Outbox) -> None:
+        self._outbox = box
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         records = GaugeMetricFamily(
             "relay_outbox_records", "Records pending delivery.", labels=["entity"]
         )
@@ -144,9 +139,16 @@ class _OutboxCollector(Collector):
             labels=["entity"],
         )
         now = time.time()
-        for entity, stats in sorted(self._stats().items()):
+        coalesced = CounterMetricFamily(
+            "relay_records_coalesced",
+            "Pending versions replaced by a newer accepted version.",
+            labels=["entity"],
+        )
+        for entity, count in sorted(self._outbox.coalesced.items()):
+            coalesced.add_metric([entity], count)
+        for entity, stats in sorted(self._outbox.stats.items()):
             oldest = stats.oldest_accepted_at
             records.add_metric([entity], stats.records)
             size.add_metric([entity], stats.bytes)
             age.add_metric([entity], max(0.0, now - oldest) if oldest else 0.0)
-        yield from (records, size, age)
+        yield from (records, size, age, coalesced)

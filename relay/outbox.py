@@ -78,13 +78,6 @@ class EntityStats:
 
 
 @dataclass(frozen=True, slots=True)
-class AddResult:
-    """Per entity type, how many accepted records replaced a pending version."""
-
-    coalesced: dict[str, int]
-
-
-@dataclass(frozen=True, slots=True)
 class DeadLetter:
     entity: str
     record_id: str
@@ -114,7 +107,12 @@ class Outbox:
         self.stats: dict[str, EntityStats] = defaultdict(EntityStats)
         self.changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         self.recovered: dict[str, int] = {}
-        self._in_flight: dict[tuple[str, str], int] = {}
+        # Per entity type, the version of each record in a batch being sent.
+        self._in_flight: dict[str, dict[str, int]] = defaultdict(dict)
+        # Per entity type, versions replaced before they were sent.
+        self.coalesced: dict[str, int] = defaultdict(int)
+        self._queued_rows: list[tuple[Any, ...]] = []
+        self._queued_commit: asyncio.Future[None] | None = None
         self._last_seq = 0
         self._writer: GroupCommitWriter | None = None
         self._reader: aiosqlite.Connection | None = None
@@ -141,7 +139,7 @@ class Outbox:
         finally:
             await outbox._close()
 
-    async def add(self, records: Sequence[Record]) -> AddResult:
+    async def add(self, records: Sequence[Record]) -> None:
         """Stores records durably; returns only after the commit that holds them.
 
         Raises OutboxFull, storing nothing, when the records would take the
@@ -149,35 +147,59 @@ class Outbox:
         """
         self._check_room(records)
         now = time.time()
-        rows = [
+        self._queued_rows.extend(
             (r.entity_type, r.record_id, self._next_seq(), now, len(r.body), r.body)
             for r in records
-        ]
+        )
+        if self._queued_commit is None:
+            self._queued_commit = asyncio.ensure_future(self._commit_queued_rows())
+        # Shielded: a hook whose client hangs up must not cancel the commit
+        # that other hooks are waiting for too.
+        await asyncio.shield(self._queued_commit)
 
-        returned = await self._write(lambda db: _upsert(db, rows))
+    async def _commit_queued_rows(self) -> None:
+        """Upserts every row queued until the writer gets to it, in one statement.
 
-        result = self._count_added(rows, returned, now)
+        Rows of concurrent hooks travel together, so a commit costs a few
+        round trips to the SQLite thread however many hooks share it.
+        """
+
+        async def upsert(db: aiosqlite.Connection) -> tuple[list[Any], list[Any]]:
+            rows, self._queued_rows = self._queued_rows, []
+            self._queued_commit = None
+            return rows, await _upsert(db, rows)
+
+        rows, returned = await self._write(upsert)
+
+        self._count_added(rows, returned)
         for entity in {row[0] for row in rows}:
             self.changed[entity].set()
-        return result
 
     async def claim(self, entity: str, limit: int) -> list[Pending]:
         """Returns up to ``limit`` pending records of one type, oldest first.
 
-        The records stay in the outbox until settled; they are remembered as
-        in flight so that a newer version arriving meanwhile is kept.
+        Records already in flight are skipped, so that two batches never
+        carry the same record and a newer version always waits for the older
+        one. Claimed records stay in the outbox until settled or released.
         """
+        in_flight = self._in_flight[entity]
         sql = (
             "SELECT record_id, seq, body FROM outbox WHERE entity = ? "
             "ORDER BY accepted_at LIMIT ?"
         )
-        rows = await self._read(sql, (entity, limit))
+        rows = await self._read(sql, (entity, limit + len(in_flight)))
         claimed = [
-            Pending(entity, str(rid), int(seq), bytes(body)) for rid, seq, body in rows
-        ]
+            Pending(entity, record_id, seq, body)
+            for record_id, seq, body in rows
+            if record_id not in in_flight
+        ][:limit]
         for pending in claimed:
-            self._in_flight[(entity, pending.record_id)] = pending.seq
+            in_flight[pending.record_id] = pending.seq
         return claimed
+
+    def unsent(self, entity: str) -> int:
+        """Records of one type pending and not in a batch being sent."""
+        return self.stats[entity].records - len(self._in_flight[entity])
 
     async def settle(
         self, delivered: Sequence[Pending], refused: Sequence[Refusal] = ()
@@ -191,14 +213,13 @@ class Outbox:
 
         removed = await self._write(lambda db: _settle(db, delivered, refused, now))
 
-        for pending in [*delivered, *(r.pending for r in refused)]:
-            self._in_flight.pop((pending.entity, pending.record_id), None)
+        self.release([*delivered, *(r.pending for r in refused)])
         await self._count_removed(removed)
 
     def release(self, claimed: Iterable[Pending]) -> None:
         """Forgets a claim without settling it (the records stay pending)."""
         for pending in claimed:
-            self._in_flight.pop((pending.entity, pending.record_id), None)
+            self._in_flight[pending.entity].pop(pending.record_id, None)
 
     def total_records(self) -> int:
         return sum(stats.records for stats in self.stats.values())
@@ -337,25 +358,21 @@ class Outbox:
         ):
             raise errors.OutboxFull(OUTBOX_FULL_RETRY_AFTER_S)
 
-    def _count_added(
-        self, rows: list[tuple[Any, ...]], returned: list[Any], now: float
-    ) -> AddResult:
-        coalesced: dict[str, int] = defaultdict(int)
-        for entity, size in ((row[0], row[4]) for row in rows):
+    def _count_added(self, rows: list[tuple[Any, ...]], returned: list[Any]) -> None:
+        for entity, _, _, accepted_at, size, _ in rows:
             stats = self.stats[entity]
             stats.bytes += size
             stats.records += 1
             if stats.oldest_accepted_at is None:
-                stats.oldest_accepted_at = now
+                stats.oldest_accepted_at = accepted_at
         for entity, record_id, prev_seq, prev_size in returned:
             if prev_seq is None:
                 continue
             stats = self.stats[entity]
             stats.records -= 1
             stats.bytes -= prev_size
-            if self._in_flight.get((entity, record_id)) != prev_seq:
-                coalesced[entity] += 1
-        return AddResult(dict(coalesced))
+            if self._in_flight[entity].get(record_id) != prev_seq:
+                self.coalesced[entity] += 1
 
     async def _count_removed(self, removed: list[tuple[str, int]]) -> None:
         touched = set()

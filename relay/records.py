@@ -57,8 +57,15 @@ def validate(entity_type: entities.EntityType, items: list[Any]) -> list[Record]
     # Only the fields the ATS sent are kept: an absent field must not become
     # a null that would erase the value Sense already holds.
     return [
-        Record(entity_type.path, fields["id"], orjson.dumps(fields)) for fields in valid
+        Record(entity_type.path, fields["id"], _exact(orjson.dumps(fields)))
+        for fields in valid
     ]
+
+
+def _exact(body: bytes) -> bytes:
+    # orjson's result can keep a buffer several times its length; a record
+    # may wait in memory until its commit, so keep only the bytes it needs.
+    return memoryview(body).tobytes()
 
 
 def _problems(items: list[Any], exc: pydantic.ValidationError) -> list[Problem]:
