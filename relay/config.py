@@ -66,6 +66,7 @@ class FlushSettings(Section):
     max_compressed_bytes: int = Field(256_000, ge=1024, le=SENSE_MAX_COMPRESSED_BYTES)
     max_age_seconds: float = Field(300.0, gt=0)
     compression_level: int = Field(6, ge=1, le=9)
+    concurrency: int = Field(2, ge=1, le=8)
 
 
 class RetrySettings(Section):

@@ -49,6 +49,7 @@ class Flusher:
         self._ratio = INITIAL_COMPRESSION_RATIO
         self._trial_raw = 0
         self._stopping = asyncio.Event()
+        self._failure: Exception | None = None
         self._log = structlog.get_logger("relay.flusher").bind(entity=entity)
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -58,24 +59,54 @@ class Flusher:
         given up: its records stay in the outbox for the next start.
         """
         self._stopping = stopping
-        try:
-            await self._flush_until(stopping)
-        except errors.Stopping:
-            self._log.info("flusher_stopped_with_retry_pending")
+        await self._flush_until(stopping)
 
     async def _flush_until(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            due = await self._wait_until_due(stopping)
-            if not due:
-                continue
-            claimed = await self._outbox.claim(self.entity, self._settings.max_records)
-            if not claimed:
-                continue
-            batch = await self._pack(claimed)
-            if self._only_maybe_full(batch, claimed):
-                self._outbox.release(batch.records)
-                continue
+        # Up to ``concurrency`` batches are in flight at once: packing and
+        # settling one overlaps the round trip of another.
+        slots = asyncio.Semaphore(self._settings.concurrency)
+        sending: set[asyncio.Task[None]] = set()
+        try:
+            while not stopping.is_set():
+                if self._failure is not None:
+                    raise self._failure
+                if not await self._wait_until_due(stopping):
+                    continue
+                await slots.acquire()
+                batch = await self._next_batch()
+                if batch is None:
+                    slots.release()
+                    continue
+                task = asyncio.create_task(self._deliver_in_slot(batch, slots))
+                sending.add(task)
+                task.add_done_callback(sending.discard)
+        finally:
+            await asyncio.gather(*sending)
+
+    async def _next_batch(self) -> Batch | None:
+        """Claims and packs the next batch; None if it should not go yet."""
+        claimed = await self._outbox.claim(self.entity, self._settings.max_records)
+        if not claimed:
+            # The figures said records were waiting; they were out of date.
+            await self._outbox.refresh_stats()
+            return None
+        batch = await self._pack(claimed)
+        if self._only_maybe_full(batch, claimed) or not batch.records:
+            self._outbox.release(batch.records)
+            return None
+        return batch
+
+    async def _deliver_in_slot(self, batch: Batch, slots: asyncio.Semaphore) -> None:
+        try:
             await self._deliver(batch)
+        except errors.Stopping:
+            self._log.info("batch_left_for_next_start", records=len(batch.records))
+        except Exception as exc:
+            self._failure = exc  # re-raised by the flush loop: a crash is loud
+            self._outbox.changed[self.entity].set()
+        finally:
+            slots.release()
+            self._outbox.changed[self.entity].set()  # its records are free again
 
     async def _wait_until_due(self, stopping: asyncio.Event) -> bool:
         changed = self._outbox.changed[self.entity]
@@ -99,10 +130,11 @@ class Flusher:
 
     def _due(self) -> bool:
         stats = self._outbox.stats[self.entity]
-        if stats.records <= 0:
+        unsent = self._outbox.unsent(self.entity)
+        if unsent <= 0:
             return False
         return (
-            stats.records >= self._settings.max_records
+            unsent >= self._settings.max_records
             or stats.bytes * self._ratio >= self._packer.max_body_bytes
             or self._seconds_until_too_old() == 0
             or self._worth_a_trial_pack()
@@ -135,8 +167,12 @@ class Flusher:
         return max(0.0, oldest + self._settings.max_age_seconds - time.time())
 
     async def _pack(self, claimed: list[Pending]) -> Batch:
-        readable = [p for p in claimed if outbox.body_is_readable(p)]
-        unreadable = [p for p in claimed if not outbox.body_is_readable(p)]
+        readable: list[Pending] = []
+        unreadable: list[Pending] = []
+        for pending in claimed:
+            (readable if outbox.body_is_readable(pending) else unreadable).append(
+                pending
+            )
         if unreadable:
             await self._dead_letter(unreadable, None, "unreadable row in the outbox")
         if not readable:
