@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 import orjson
+import uvloop
 
 from relay import __version__, config, daemon, errors, logs, sandbox
 from relay import demo as demo_module
@@ -66,7 +67,7 @@ def serve(config_path: Path | None) -> None:
             "one token"
         )
     logs.configure(settings.log.level, settings.log.format)
-    sys.exit(asyncio.run(daemon.serve(settings)))
+    sys.exit(uvloop.run(daemon.serve(settings)))
 
 
 @main.command()

@@ -103,7 +103,7 @@ async def serve(settings: Settings) -> int:
 
 
 def _count_recovered(box: Outbox, metrics: Metrics) -> None:
-    metrics.watch_outbox(lambda: dict(box.stats))
+    metrics.watch_outbox(box)
     for entity, count in box.recovered.items():
         metrics.records_recovered.labels(entity).inc(count)
         log.info("outbox_recovered", entity=entity, records=count)
