@@ -104,9 +104,9 @@ async def serve(settings: Settings) -> int:
 
 def _count_recovered(box: Outbox, metrics: Metrics) -> None:
     metrics.watch_outbox(box)
-    for entity, count in box.recovered.items():
-        metrics.records_recovered.labels(entity).inc(count)
-        log.info("outbox_recovered", entity=entity, records=count)
+    for entity, ledger in box.ledger.items():
+        if ledger.recovered:
+            log.info("outbox_recovered", entity=entity, records=ledger.recovered)
 
 
 def _sense_client(

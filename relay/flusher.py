@@ -247,7 +247,6 @@ class Flusher:
 
     async def _settle_accepted(self, batch: Batch, outcome: Accepted) -> None:
         await self._outbox.settle(batch.records)
-        self._metrics.records_delivered.labels(self.entity).inc(len(batch.records))
         self._metrics.batch_records.labels(self.entity).observe(len(batch.records))
         self._metrics.batch_body_bytes.labels(self.entity).observe(batch.body_bytes)
         if outcome.warnings:
@@ -297,7 +296,6 @@ class Flusher:
 
     async def _refuse(self, refusals: Sequence[Refusal]) -> None:
         await self._outbox.settle([], refusals)
-        self._metrics.records_dead_lettered.labels(self.entity).inc(len(refusals))
         for refusal in refusals:
             self._log.error(
                 "record_dead_lettered",

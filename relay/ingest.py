@@ -77,7 +77,6 @@ class Ingest:
             raise RequestError(422, body) from None
         await self._store(accepted)
 
-        self._metrics.records_accepted.labels(entity_type.path).inc(len(accepted))
         return _json(202, {"accepted": len(accepted)})
 
     async def healthz(self, _request: web.Request) -> web.Response:

@@ -37,33 +37,24 @@ BYTE_BUCKETS = (
 SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+LEDGER = {
+    "accepted": "Records acknowledged to the ATS after a durable commit.",
+    "recovered": "Records found pending in the outbox at start-up.",
+    "delivered": "Records Sense accepted.",
+    "coalesced": "Pending versions replaced by a newer accepted version.",
+    "dead_lettered": "Records Sense refused for good, kept as dead letters.",
+}
+
+
 class Metrics:
     """Every metric relay exports; attributes are labelled by entity type."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         counter = self._counter
-        self.records_accepted = counter(
-            "records_accepted",
-            "Records acknowledged to the ATS after a durable commit.",
-            ["entity"],
-        )
         self.records_rejected = counter(
             "records_rejected",
             "Records refused at ingest because they broke Sense's schema.",
-            ["entity"],
-        )
-        self.records_delivered = counter(
-            "records_delivered", "Records Sense accepted.", ["entity"]
-        )
-        self.records_dead_lettered = counter(
-            "records_dead_lettered",
-            "Records Sense refused for good, kept as dead letters.",
-            ["entity"],
-        )
-        self.records_recovered = counter(
-            "records_recovered",
-            "Records found pending in the outbox at start-up.",
             ["entity"],
         )
         self.hook_requests = counter(
@@ -139,16 +130,19 @@ class _OutboxCollector(Collector):
             labels=["entity"],
         )
         now = time.time()
-        coalesced = CounterMetricFamily(
-            "relay_records_coalesced",
-            "Pending versions replaced by a newer accepted version.",
-            labels=["entity"],
-        )
-        for entity, count in sorted(self._outbox.coalesced.items()):
-            coalesced.add_metric([entity], count)
         for entity, stats in sorted(self._outbox.stats.items()):
             oldest = stats.oldest_accepted_at
             records.add_metric([entity], stats.records)
             size.add_metric([entity], stats.bytes)
             age.add_metric([entity], max(0.0, now - oldest) if oldest else 0.0)
-        yield from (records, size, age, coalesced)
+        yield from (records, size, age)
+        yield from self._ledger()
+
+    def _ledger(self) -> Iterator[Metric]:
+        for field, documentation in LEDGER.items():
+            family = CounterMetricFamily(
+                f"relay_records_{field}", documentation, labels=["entity"]
+            )
+            for entity, ledger in sorted(self._outbox.ledger.items()):
+                family.add_metric([entity], getattr(ledger, field))
+            yield family

@@ -33,16 +33,20 @@ log = structlog.get_logger("relay.outbox")
 ROWS_PER_STATEMENT = 1_000
 OUTBOX_FULL_RETRY_AFTER_S = 5
 
+# No RETURNING: without it the whole multi-row statement runs in a single
+# step, while RETURNING hands rows back one step each, and Python's sqlite3
+# re-takes the GIL after every step, stalling the event loop.
 UPSERT = """
 INSERT INTO outbox (entity, record_id, seq, accepted_at, size, body)
 VALUES {values}
 ON CONFLICT (entity, record_id) DO UPDATE SET
     seq = excluded.seq,
     size = excluded.size,
-    body = excluded.body,
-    prev_seq = outbox.seq,
-    prev_size = outbox.size
-RETURNING entity, record_id, prev_seq, prev_size
+    body = excluded.body
+"""
+REPLACED = """
+SELECT record_id, seq, size FROM outbox
+WHERE entity = ? AND record_id IN ({marks})
 """
 
 # Written as a join so that each version is found through the unique index;
@@ -77,6 +81,22 @@ class EntityStats:
     oldest_accepted_at: float | None = None
 
 
+@dataclass(slots=True)
+class Ledger:
+    """What became of the versions of one entity type since start-up.
+
+    Each figure changes in the same writer unit as the rows it counts, so
+    that at any instant ``accepted + recovered == delivered + coalesced +
+    dead_lettered + pending``.
+    """
+
+    accepted: int = 0
+    recovered: int = 0
+    delivered: int = 0
+    coalesced: int = 0
+    dead_lettered: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     entity: str
@@ -106,11 +126,9 @@ class Outbox:
         self.max_bytes = max_bytes
         self.stats: dict[str, EntityStats] = defaultdict(EntityStats)
         self.changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
-        self.recovered: dict[str, int] = {}
         # Per entity type, the version of each record in a batch being sent.
         self._in_flight: dict[str, dict[str, int]] = defaultdict(dict)
-        # Per entity type, versions replaced before they were sent.
-        self.coalesced: dict[str, int] = defaultdict(int)
+        self.ledger: dict[str, Ledger] = defaultdict(Ledger)
         self._queued_rows: list[tuple[Any, ...]] = []
         self._queued_commit: asyncio.Future[None] | None = None
         self._last_seq = 0
@@ -164,15 +182,13 @@ class Outbox:
         round trips to the SQLite thread however many hooks share it.
         """
 
-        async def upsert(db: aiosqlite.Connection) -> tuple[list[Any], list[Any]]:
+        async def upsert(db: aiosqlite.Connection) -> set[str]:
             rows, self._queued_rows = self._queued_rows, []
             self._queued_commit = None
-            return rows, await _upsert(db, rows)
+            self._count_added(rows, await _upsert(db, rows))
+            return {row[0] for row in rows}
 
-        rows, returned = await self._write(upsert)
-
-        self._count_added(rows, returned)
-        for entity in {row[0] for row in rows}:
+        for entity in await self._write(upsert):
             self.changed[entity].set()
 
     async def claim(self, entity: str, limit: int) -> list[Pending]:
@@ -182,12 +198,20 @@ class Outbox:
         carry the same record and a newer version always waits for the older
         one. Claimed records stay in the outbox until settled or released.
         """
+        # A writer unit, not a plain read: the claim must be ordered with
+        # the upserts, or a version replaced between reading it and marking
+        # it in flight would be counted as coalesced and delivered.
+        return list(await self._write(lambda db: self._claim(db, entity, limit)))
+
+    async def _claim(
+        self, db: aiosqlite.Connection, entity: str, limit: int
+    ) -> list[Pending]:
         in_flight = self._in_flight[entity]
         sql = (
             "SELECT record_id, seq, body FROM outbox WHERE entity = ? "
             "ORDER BY accepted_at LIMIT ?"
         )
-        rows = await self._read(sql, (entity, limit + len(in_flight)))
+        rows = await db.execute_fetchall(sql, (entity, limit + len(in_flight)))
         claimed = [
             Pending(entity, record_id, seq, body)
             for record_id, seq, body in rows
@@ -211,10 +235,16 @@ class Outbox:
         """
         now = time.time()
 
-        removed = await self._write(lambda db: _settle(db, delivered, refused, now))
+        async def remove(db: aiosqlite.Connection) -> None:
+            removed = await _settle(db, delivered, refused, now)
+            await self._count_removed(db, removed)
+            for pending in delivered:
+                self.ledger[pending.entity].delivered += 1
+            for refusal in refused:
+                self.ledger[refusal.pending.entity].dead_lettered += 1
 
+        await self._write(remove)
         self.release([*delivered, *(r.pending for r in refused)])
-        await self._count_removed(removed)
 
     def release(self, claimed: Iterable[Pending]) -> None:
         """Forgets a claim without settling it (the records stay pending)."""
@@ -243,11 +273,16 @@ class Outbox:
         Catches rows added by another process, such as a dead-letter retry
         run from the command line while the daemon is serving.
         """
+        await self._write(self._recount)
+
+    async def _recount(self, db: aiosqlite.Connection) -> None:
+        # Runs as a unit of the writer, like every change the figures track,
+        # so that no change is counted twice or missed.
         sql = (
             "SELECT entity, count(*), total(size), min(accepted_at) "
             "FROM outbox GROUP BY entity"
         )
-        rows = await self._read(sql, ())
+        rows = await db.execute_fetchall(sql)
         seen = set()
         for entity, count, size, oldest in rows:
             seen.add(entity)
@@ -307,7 +342,7 @@ class Outbox:
         self._reader = await aiosqlite.connect(self.path)
         self._connections.append(self._reader)
         await self._reader.execute("PRAGMA busy_timeout=10000")
-        await self._load_state()
+        await self._load_state(connection)
         self._writer = GroupCommitWriter(connection, str(self.path))
 
     async def _check_integrity(self) -> None:
@@ -328,9 +363,10 @@ class Outbox:
             rows_unreadable=report.rows_unreadable,
         )
 
-    async def _load_state(self) -> None:
-        await self.refresh_stats()
-        self.recovered = {e: s.records for e, s in self.stats.items() if s.records}
+    async def _load_state(self, connection: aiosqlite.Connection) -> None:
+        await self._recount(connection)
+        for entity, stats in self.stats.items():
+            self.ledger[entity].recovered = stats.records
         rows = await self._read(
             "SELECT max(seq) FROM (SELECT seq FROM outbox "
             "UNION ALL SELECT seq FROM dead_letters)",
@@ -358,23 +394,51 @@ class Outbox:
         ):
             raise errors.OutboxFull(OUTBOX_FULL_RETRY_AFTER_S)
 
-    def _count_added(self, rows: list[tuple[Any, ...]], returned: list[Any]) -> None:
-        for entity, _, _, accepted_at, size, _ in rows:
-            stats = self.stats[entity]
-            stats.bytes += size
+    def _count_added(
+        self,
+        rows: list[tuple[Any, ...]],
+        replaced: dict[tuple[str, str], tuple[int, int]],
+    ) -> None:
+        versions: dict[tuple[str, str], int] = defaultdict(int)
+        newest: dict[tuple[str, str], tuple[float, int]] = {}
+        for entity, record_id, _, accepted_at, size, _ in rows:
+            versions[(entity, record_id)] += 1
+            newest[(entity, record_id)] = (accepted_at, size)
+        for key, count in versions.items():
+            entity, record_id = key
+            accepted_at, size = newest[key]
+            self._count_version(
+                entity, record_id, accepted_at, size, replaced.get(key), count - 1
+            )
+
+    def _count_version(
+        self,
+        entity: str,
+        record_id: str,
+        accepted_at: float,
+        size: int,
+        replaced: tuple[int, int] | None,
+        superseded_in_commit: int,
+    ) -> None:
+        stats = self.stats[entity]
+        coalesced = superseded_in_commit
+        if replaced is None:
             stats.records += 1
+            stats.bytes += size
             if stats.oldest_accepted_at is None:
                 stats.oldest_accepted_at = accepted_at
-        for entity, record_id, prev_seq, prev_size in returned:
-            if prev_seq is None:
-                continue
-            stats = self.stats[entity]
-            stats.records -= 1
-            stats.bytes -= prev_size
-            if self._in_flight[entity].get(record_id) != prev_seq:
-                self.coalesced[entity] += 1
+        else:
+            replaced_seq, replaced_size = replaced
+            stats.bytes += size - replaced_size
+            # A version in flight is not lost: it is delivered, then this one.
+            if self._in_flight[entity].get(record_id) != replaced_seq:
+                coalesced += 1
+        self.ledger[entity].accepted += 1 + superseded_in_commit
+        self.ledger[entity].coalesced += coalesced
 
-    async def _count_removed(self, removed: list[tuple[str, int]]) -> None:
+    async def _count_removed(
+        self, db: aiosqlite.Connection, removed: list[tuple[str, int]]
+    ) -> None:
         touched = set()
         for entity, size in removed:
             stats = self.stats[entity]
@@ -382,17 +446,11 @@ class Outbox:
             stats.bytes -= size
             touched.add(entity)
         for entity in touched:
-            await self._refresh_oldest(entity)
-
-    async def _refresh_oldest(self, entity: str) -> None:
-        stats = self.stats[entity]
-        if stats.records <= 0:
-            stats.records, stats.bytes, stats.oldest_accepted_at = 0, 0, None
-            return
-        rows = await self._read(
-            "SELECT min(accepted_at) FROM outbox WHERE entity = ?", (entity,)
-        )
-        stats.oldest_accepted_at = rows[0][0]
+            rows = await db.execute_fetchall(
+                "SELECT min(accepted_at) FROM outbox WHERE entity = ?", (entity,)
+            )
+            [(oldest,)] = rows
+            self.stats[entity].oldest_accepted_at = oldest
 
     async def _read(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
         assert self._reader is not None, "the outbox is closed"
@@ -408,15 +466,36 @@ class Outbox:
         return await self._writer.submit(work)
 
 
-async def _upsert(db: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> list[Any]:
-    returned: list[Any] = []
+async def _upsert(
+    db: aiosqlite.Connection, rows: list[tuple[Any, ...]]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """Stores rows; returns the (seq, size) of each pending row they replace."""
+    replaced = await _pending_versions(db, rows)
     for start in range(0, len(rows), ROWS_PER_STATEMENT):
         chunk = rows[start : start + ROWS_PER_STATEMENT]
         values = ",".join(["(?,?,?,?,?,?)"] * len(chunk))
         args = [value for row in chunk for value in row]
-        async with db.execute(UPSERT.format(values=values), args) as cursor:
-            returned.extend(await cursor.fetchall())
-    return returned
+        await db.execute(UPSERT.format(values=values), args)
+    return replaced
+
+
+async def _pending_versions(
+    db: aiosqlite.Connection, rows: list[tuple[Any, ...]]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    ids_by_entity: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        ids_by_entity[row[0]].add(row[1])
+    found: dict[tuple[str, str], tuple[int, int]] = {}
+    for entity, id_set in ids_by_entity.items():
+        ids = list(id_set)
+        for start in range(0, len(ids), ROWS_PER_STATEMENT):
+            chunk = ids[start : start + ROWS_PER_STATEMENT]
+            sql = REPLACED.format(marks=",".join("?" * len(chunk)))
+            for record_id, seq, size in await db.execute_fetchall(
+                sql, [entity, *chunk]
+            ):
+                found[(entity, record_id)] = (seq, size)
+    return found
 
 
 async def _settle(

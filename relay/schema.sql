@@ -8,10 +8,6 @@ CREATE TABLE IF NOT EXISTS outbox (
     accepted_at REAL    NOT NULL,
     size        INTEGER NOT NULL,
     body        BLOB    NOT NULL,
-    -- Filled in only when a newer version replaces this row, and read back
-    -- with RETURNING to tell coalesced versions from in-flight ones.
-    prev_seq    INTEGER,
-    prev_size   INTEGER,
     UNIQUE (entity, record_id)
 );
 

@@ -45,7 +45,7 @@ async def test_records_survive_closing_and_reopening(tmp_path: Path) -> None:
     async with Outbox.open(path) as box:
         claimed = await box.claim("leads", 100)
 
-    assert box.recovered == {"leads": 10}
+    assert box.ledger["leads"].recovered == 10
     assert sorted(p.record_id for p in claimed) == sorted(f"L{n}" for n in range(10))
 
 
