@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of relay; run ``.venv/bin/python bench/run.py --help``."""
