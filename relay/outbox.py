@@ -237,11 +237,13 @@ class Outbox:
 
         async def remove(db: aiosqlite.Connection) -> None:
             removed = await _settle(db, delivered, refused, now)
-            await self._count_removed(db, removed)
+            # Pending figures and ledger change together, with no await in
+            # between, so that a scrape never sees one without the other.
             for pending in delivered:
                 self.ledger[pending.entity].delivered += 1
             for refusal in refused:
                 self.ledger[refusal.pending.entity].dead_lettered += 1
+            await self._count_removed(db, removed)
 
         await self._write(remove)
         self.release([*delivered, *(r.pending for r in refused)])
