@@ -31,6 +31,9 @@ config_option = click.option(
 )
 
 
+entity_option = click.option("--entity", help="Only this entity path, e.g. candidates.")
+
+
 def exits_cleanly(command: F) -> F:
     """Turns relay's expected errors into one line on stderr and an exit status."""
 
@@ -92,12 +95,12 @@ def dead_letters() -> None:
 
 @dead_letters.command("list")
 @config_option
-@click.option("--entity", help="Only this entity path, e.g. candidates.")
+@entity_option
 @exits_cleanly
 def dead_letters_list(config_path: Path | None, entity: str | None) -> None:
     """Print dead letters as JSON lines, oldest first."""
-    settings = config.load(config_path)
-    for letter in asyncio.run(_dead_letters(_existing(settings.outbox.path), entity)):
+    letters = _on_outbox(config_path, lambda box: box.dead_letters(entity))
+    for letter in letters:
         line = {
             "entity": letter.entity,
             "id": letter.record_id,
@@ -111,26 +114,22 @@ def dead_letters_list(config_path: Path | None, entity: str | None) -> None:
 
 @dead_letters.command("retry")
 @config_option
-@click.option("--entity", help="Only this entity path, e.g. candidates.")
+@entity_option
 @exits_cleanly
 def dead_letters_retry(config_path: Path | None, entity: str | None) -> None:
     """Put dead letters back in the outbox for another delivery attempt."""
-    settings = config.load(config_path)
-    path = _existing(settings.outbox.path)
-    moved = asyncio.run(_with_outbox(path, lambda box: box.retry_dead_letters(entity)))
+    moved = _on_outbox(config_path, lambda box: box.retry_dead_letters(entity))
     click.echo(f"{moved} record(s) back in the outbox")
 
 
 @dead_letters.command("purge")
 @config_option
-@click.option("--entity", help="Only this entity path, e.g. candidates.")
+@entity_option
 @click.confirmation_option(prompt="Delete these dead letters for good?")
 @exits_cleanly
 def dead_letters_purge(config_path: Path | None, entity: str | None) -> None:
     """Delete dead letters for good."""
-    settings = config.load(config_path)
-    path = _existing(settings.outbox.path)
-    purged = asyncio.run(_with_outbox(path, lambda box: box.purge_dead_letters(entity)))
+    purged = _on_outbox(config_path, lambda box: box.purge_dead_letters(entity))
     click.echo(f"{purged} dead letter(s) deleted")
 
 
@@ -187,9 +186,15 @@ def _existing(path: Path) -> Path:
     return path
 
 
-async def _with_outbox(path: Path, action: Callable[[Outbox], Any]) -> Any:
-    async with Outbox.open(path) as box:
-        return await action(box)
+def _on_outbox(config_path: Path | None, action: Callable[[Outbox], Any]) -> Any:
+    """Runs ``action`` on the configured outbox file, which must exist."""
+    path = _existing(config.load(config_path).outbox.path)
+
+    async def run() -> Any:
+        async with Outbox.open(path) as box:
+            return await action(box)
+
+    return asyncio.run(run())
 
 
 async def _status(path: Path) -> list[tuple[str, int, float | None, int]]:
@@ -209,11 +214,6 @@ async def _status(path: Path) -> list[tuple[str, int, float | None, int]]:
             )
             for entity in entities
         ]
-
-
-async def _dead_letters(path: Path, entity: str | None) -> list[Any]:
-    async with Outbox.open(path) as box:
-        return await box.dead_letters(entity)
 
 
 def _age(oldest: float | None, now: float) -> float | None:
