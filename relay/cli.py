@@ -16,7 +16,7 @@ import click
 import orjson
 import uvloop
 
-from relay import __version__, config, daemon, errors, logs, sandbox
+from relay import __version__, config, daemon, entities, errors, logs, sandbox
 from relay import demo as demo_module
 from relay.outbox import Outbox
 
@@ -46,6 +46,9 @@ def exits_cleanly(command: F) -> F:
             sys.exit(2)
         except errors.OutboxError as exc:
             click.echo(f"relay: outbox error: {exc}", err=True)
+            sys.exit(1)
+        except errors.SenseUnavailable as exc:
+            click.echo(f"relay: Sense is unavailable: {exc.reason}", err=True)
             sys.exit(1)
 
     return wrapper  # type: ignore[return-value]
@@ -86,6 +89,37 @@ def status(config_path: Path | None) -> None:
     for entity, pending, age_s, dead in rows:
         age = f"{age_s:.0f}" if age_s is not None else "-"
         click.echo(f"{entity:<16} {pending:>9} {age:>13} {dead:>13}")
+
+
+@main.command()
+@config_option
+@click.argument("entity", type=click.Choice(entities.PATHS))
+@click.argument("record_id", metavar="ID")
+@exits_cleanly
+def get(config_path: Path | None, entity: str, record_id: str) -> None:
+    """Print what Sense holds for one entity (exit 1 if it has none)."""
+    settings = config.load(config_path)
+    config.require_sense_credentials(settings)
+    logs.configure("warning", "console", stream=sys.stderr)
+    status, payload = asyncio.run(_fetch(settings, entity, record_id))
+    click.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
+    if status != 200:
+        sys.exit(1)
+
+
+async def _fetch(
+    settings: config.Settings, entity: str, record_id: str
+) -> tuple[int, Any]:
+    # A person is waiting: give up after two request timeouts rather than
+    # retry the token endpoint for ever as the daemon would.
+    deadline_s = 2 * settings.sense.request_timeout_seconds
+    async with daemon.sense_client(settings) as client:
+        try:
+            async with asyncio.timeout(deadline_s):
+                return await client.fetch(entity, record_id)
+        except TimeoutError:
+            reason = f"no answer within {deadline_s:g} s"
+            raise errors.SenseUnavailable(reason) from None
 
 
 @main.group("dead-letters")

@@ -60,7 +60,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         ) as box,
         aiohttp.ClientSession() as session,
     ):
-        _count_recovered(box, metrics)
+        _watch_outbox(box, metrics)
         client = _sense_client(settings, session, metrics, stopping)
         tasks = _start_flushers(settings, box, client, metrics, stopping, crashed)
         refresher = _watched(_refresh_stats(box, stopping), "stats", crashed)
@@ -102,11 +102,18 @@ async def serve(settings: Settings) -> int:
     return 1 if relay.crashed.is_set() else 0
 
 
-def _count_recovered(box: Outbox, metrics: Metrics) -> None:
+def _watch_outbox(box: Outbox, metrics: Metrics) -> None:
     metrics.watch_outbox(box)
     for entity, ledger in box.ledger.items():
         if ledger.recovered:
             log.info("outbox_recovered", entity=entity, records=ledger.recovered)
+
+
+@contextlib.asynccontextmanager
+async def sense_client(settings: Settings) -> AsyncIterator[SenseClient]:
+    """A client for one-off calls to Sense from the command line."""
+    async with aiohttp.ClientSession() as session:
+        yield _sense_client(settings, session, Metrics(), asyncio.Event())
 
 
 def _sense_client(
@@ -169,7 +176,7 @@ async def _refresh_stats(box: Outbox, stopping: asyncio.Event) -> None:
 async def _start_ingest(
     settings: Settings, box: Outbox, metrics: Metrics, client: SenseClient
 ) -> tuple[web.AppRunner, int]:
-    ingest = Ingest(settings.server, box, metrics, client.health)
+    ingest = Ingest(settings.server, box, metrics, client)
     runner = web.AppRunner(ingest.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(

@@ -19,7 +19,7 @@ from relay import entities, errors, records
 from relay.config import ServerSettings
 from relay.metrics import Metrics
 from relay.outbox import Outbox
-from relay.sense import Health
+from relay.sense import SenseClient
 
 log = structlog.get_logger("relay.ingest")
 
@@ -45,12 +45,12 @@ class Ingest:
         settings: ServerSettings,
         box: Outbox,
         metrics: Metrics,
-        health: Health,
+        sense: SenseClient,
     ) -> None:
         self._settings = settings
         self._outbox = box
         self._metrics = metrics
-        self._sense_health = health
+        self._sense = sense
         self._tokens = [t.get_secret_value().encode() for t in settings.hook_tokens]
 
     def app(self) -> web.Application:
@@ -59,6 +59,7 @@ class Ingest:
             middlewares=[self._errors_as_json, self._authenticate],
         )
         app.router.add_post("/v1/{path}", self.post_records)
+        app.router.add_get("/v1/{path}/{id}", self.get_record)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
@@ -79,12 +80,28 @@ class Ingest:
 
         return _json(202, {"accepted": len(accepted)})
 
+    async def get_record(self, request: web.Request) -> web.Response:
+        """Answers with what Sense holds for one entity, fetched live."""
+        entity_type = _entity_type(request.match_info["path"])
+        try:
+            status, payload = await self._sense.fetch(
+                entity_type.path, request.match_info["id"]
+            )
+        except errors.SenseUnavailable as exc:
+            retry_after = str(round(exc.retry_after_s or 5))
+            raise RequestError(
+                503,
+                {"error": f"Sense is unavailable: {exc.reason}"},
+                **{"Retry-After": retry_after},
+            ) from exc
+        return _json(status, payload if isinstance(payload, dict) else {})
+
     async def healthz(self, _request: web.Request) -> web.Response:
         return _json(200, {"status": "alive"})
 
     async def readyz(self, _request: web.Request) -> web.Response:
         writable = await self._outbox.check_writable()
-        sense = self._sense_health
+        sense = self._sense.health
         body = {
             "ready": writable,
             "outbox_writable": writable,

@@ -6,7 +6,7 @@ import io
 import logging
 import sys
 from collections.abc import MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -40,16 +40,19 @@ def drop_secrets(
     return event
 
 
-def configure(level: str = "info", fmt: str = "json") -> None:
-    """Sets up structlog for the whole process."""
+def configure(
+    level: str = "info", fmt: str = "json", stream: TextIO | None = None
+) -> None:
+    """Sets up structlog for the whole process, writing to stdout by default."""
+    stream = stream or sys.stdout
     # Under systemd or Docker stdout is a pipe, block-buffered by default:
     # flush each event so that logs are never stale or lost on a crash.
-    if isinstance(sys.stdout, io.TextIOWrapper):
-        sys.stdout.reconfigure(line_buffering=True)
+    if isinstance(stream, io.TextIOWrapper):
+        stream.reconfigure(line_buffering=True)
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if fmt == "json"
-        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
     )
     structlog.configure(
         processors=[
@@ -61,6 +64,6 @@ def configure(level: str = "info", fmt: str = "json") -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=structlog.PrintLoggerFactory(stream),
         cache_logger_on_first_use=False,
     )

@@ -6,6 +6,7 @@ import email.utils
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import structlog
@@ -89,7 +90,7 @@ class SenseClient:
         if batch.compressed:
             headers["Content-Encoding"] = "gzip"
 
-        status, payload = await self._call("upsert", url, batch.body, headers)
+        status, payload = await self._call("upsert", "POST", url, batch.body, headers)
 
         if status in (200, 201):
             return Accepted(_issues(payload, "warnings"))
@@ -101,14 +102,32 @@ class SenseClient:
         # the records: retry rather than dead-letter the whole outbox.
         raise errors.SenseUnavailable(f"Sense answered HTTP {status}", status=status)
 
+    async def fetch(self, entity: str, record_id: str) -> tuple[int, Any]:
+        """Fetches one entity; returns Sense's status (200, 400 or 404) and body.
+
+        Raises SenseUnavailable when Sense cannot answer now.
+        """
+        base = self._settings.base_url.rstrip("/")
+        url = f"{base}/{entity}/{quote(record_id, safe='')}"
+        status, payload = await self._call("fetch", "GET", url, b"", {})
+        if status in (200, 400, 404):
+            return status, payload
+        raise errors.SenseUnavailable(f"Sense answered HTTP {status}", status=status)
+
     async def _call(
-        self, operation: str, url: str, body: bytes, headers: dict[str, str]
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
     ) -> tuple[int, Any]:
         for attempt in (1, 2):
             await self._gate.wait()
             token = await self._tokens.get()
+            authorized = {**headers, "Authorization": f"Bearer {token}"}
             status, payload, retry_after_s = await self._request(
-                operation, url, body, {**headers, "Authorization": f"Bearer {token}"}
+                operation, method, url, body, authorized
             )
             if status == 401 and attempt == 1:
                 # The token may have been revoked early: one fresh try.
@@ -132,13 +151,18 @@ class SenseClient:
         return status, payload
 
     async def _request(
-        self, operation: str, url: str, body: bytes, headers: dict[str, str]
+        self,
+        operation: str,
+        method: str,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
     ) -> tuple[int, Any, float | None]:
         started = time.monotonic()
         timeout = aiohttp.ClientTimeout(total=self._settings.request_timeout_seconds)
         try:
-            async with self._session.post(
-                url, data=body, headers=headers, timeout=timeout
+            async with self._session.request(
+                method, url, data=body or None, headers=headers, timeout=timeout
             ) as response:
                 payload = await _json_or_none(response)
                 retry_after_s = _retry_after_s(response.headers.get("Retry-After"))
