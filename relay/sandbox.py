@@ -131,6 +131,7 @@ class Sandbox:
         self._tokens: dict[str, float] = {}
         self._faults: deque[Fault] = deque()
         self._rejected: dict[str, tuple[str, bool]] = {}
+        self._warned: dict[str, str] = {}
 
     def reset(self) -> None:
         """Forgets records, observations, faults and rejections; tokens stay valid."""
@@ -141,6 +142,7 @@ class Sandbox:
         self.requests.clear()
         self._faults.clear()
         self._rejected.clear()
+        self._warned.clear()
         log.info("sandbox_state_reset")
 
     def script(self, *faults: Fault) -> None:
@@ -158,6 +160,10 @@ class Sandbox:
         """
         self._rejected.update(dict.fromkeys(ids, (message, named)))
         log.info("sandbox_ids_rejected", ids=len(ids))
+
+    def warn(self, *ids: str, message: str = "field value was truncated") -> None:
+        """Accepts records with these ids but names them in ``warnings[]``."""
+        self._warned.update(dict.fromkeys(ids, message))
 
     def clear_rejected(self) -> None:
         """Accepts again every id given to reject."""
@@ -343,8 +349,18 @@ class Sandbox:
             records=len(ids),
             body_bytes=body_bytes,
         )
-        request_id = str(uuid.uuid4())
-        return _json(201, {"message": ACCEPTED_MESSAGE, "request_id": request_id})
+        answer: dict[str, Any] = {
+            "message": ACCEPTED_MESSAGE,
+            "request_id": str(uuid.uuid4()),
+        }
+        warnings = [
+            _error(record_id, self._warned[record_id], None)
+            for record_id in ids
+            if record_id in self._warned
+        ]
+        if warnings:
+            answer["warnings"] = warnings
+        return _json(201, answer)
 
     async def _retrieve(self, request: web.Request) -> web.Response:
         entity_type = _entity_type(request)

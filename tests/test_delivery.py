@@ -394,3 +394,21 @@ async def test_a_record_refused_without_its_id_is_isolated_by_splitting(
         "7",
     ]
     assert [(letter.record_id, letter.status) for letter in letters] == [("6", 400)]
+
+
+async def test_warnings_sense_returns_with_a_batch_are_logged_and_counted(
+    json_logs, start_relay, sense: SenseStandIn, capsys
+) -> None:
+    sense.sandbox.warn("2")
+    async with start_relay(flush={"max_age_seconds": 0.05}) as hooks:
+        await hooks.send("candidates", [candidate(1), candidate(2)])
+        await eventually(lambda: hooks.relay.outbox.total_records() == 0)
+        text = await hooks.metrics()
+
+    import orjson
+
+    events = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    warned = [e for e in events if e["event"] == "sense_warning_received"]
+    assert [(e["record_id"], e["level"]) for e in warned] == [("2", "warning")]
+    assert metric(text, "relay_sense_warnings_total", entity="candidates") == 1
+    assert delivered(sense) == 2
