@@ -23,43 +23,13 @@ import aiosqlite
 import orjson
 import structlog
 
-from relay import errors, salvage
+from relay import errors, salvage, sql
 from relay.records import Record
 from relay.writer import GroupCommitWriter, Work
 
 log = structlog.get_logger("relay.outbox")
 
-# SQLite allows 32,766 bound parameters per statement; five per row.
-ROWS_PER_STATEMENT = 1_000
 OUTBOX_FULL_RETRY_AFTER_S = 5
-
-# No RETURNING: without it the whole multi-row statement runs in a single
-# step, while RETURNING hands rows back one step each, and Python's sqlite3
-# re-takes the GIL after every step, stalling the event loop.
-UPSERT = """
-INSERT INTO outbox (entity, record_id, seq, accepted_at, size, body)
-VALUES {values}
-ON CONFLICT (entity, record_id) DO UPDATE SET
-    seq = excluded.seq,
-    size = excluded.size,
-    body = excluded.body
-"""
-REPLACED = """
-SELECT record_id, seq, size FROM outbox
-WHERE entity = ? AND record_id IN ({marks})
-"""
-
-# Written as a join so that each version is found through the unique index;
-# a plain "(entity, record_id, seq) IN (VALUES ...)" scans the whole table.
-SETTLE = """
-DELETE FROM outbox WHERE rowid IN (
-    SELECT outbox.rowid FROM (VALUES {values}) AS settled
-    JOIN outbox ON outbox.entity = settled.column1
-        AND outbox.record_id = settled.column2
-        AND outbox.seq = settled.column3
-)
-RETURNING entity, size
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +155,7 @@ class Outbox:
         async def upsert(db: aiosqlite.Connection) -> set[str]:
             rows, self._queued_rows = self._queued_rows, []
             self._queued_commit = None
-            self._count_added(rows, await _upsert(db, rows))
+            self._count_added(rows, await sql.upsert(db, rows))
             return {row[0] for row in rows}
 
         for entity in await self._write(upsert):
@@ -207,11 +177,7 @@ class Outbox:
         self, db: aiosqlite.Connection, entity: str, limit: int
     ) -> list[Pending]:
         in_flight = self._in_flight[entity]
-        sql = (
-            "SELECT record_id, seq, body FROM outbox WHERE entity = ? "
-            "ORDER BY accepted_at LIMIT ?"
-        )
-        rows = await db.execute_fetchall(sql, (entity, limit + len(in_flight)))
+        rows = await db.execute_fetchall(sql.CLAIM, (entity, limit + len(in_flight)))
         claimed = [
             Pending(entity, record_id, seq, body)
             for record_id, seq, body in rows
@@ -236,7 +202,7 @@ class Outbox:
         now = time.time()
 
         async def remove(db: aiosqlite.Connection) -> None:
-            removed = await _settle(db, delivered, refused, now)
+            removed = await sql.settle(db, delivered, refused, now)
             # Pending figures and ledger change together, with no await in
             # between, so that a scrape never sees one without the other.
             for pending in delivered:
@@ -280,11 +246,7 @@ class Outbox:
     async def _recount(self, db: aiosqlite.Connection) -> None:
         # Runs as a unit of the writer, like every change the figures track,
         # so that no change is counted twice or missed.
-        sql = (
-            "SELECT entity, count(*), total(size), min(accepted_at) "
-            "FROM outbox GROUP BY entity"
-        )
-        rows = await db.execute_fetchall(sql)
+        rows = await db.execute_fetchall(sql.RECOUNT)
         seen = set()
         for entity, count, size, oldest in rows:
             seen.add(entity)
@@ -301,12 +263,7 @@ class Outbox:
     # -- dead letters ---------------------------------------------------
 
     async def dead_letters(self, entity: str | None = None) -> list[DeadLetter]:
-        where, args = ("WHERE entity = ?", (entity,)) if entity else ("", ())
-        sql = (
-            "SELECT entity, record_id, seq, failed_at, status, reason, body "
-            f"FROM dead_letters {where} ORDER BY failed_at"
-        )
-        rows = await self._read(sql, args)
+        rows = await self._read(sql.DEAD_LETTERS, (entity,))
         return [_dead_letter(row) for row in rows]
 
     async def retry_dead_letters(self, entity: str | None = None) -> int:
@@ -315,7 +272,7 @@ class Outbox:
         A dead letter whose record has a newer version pending is dropped
         instead, since that newer version supersedes it.
         """
-        returned = await self._write(lambda db: _retry_dead_letters(db, entity))
+        returned = await self._write(lambda db: sql.retry_dead_letters(db, entity))
         await self.refresh_stats()
         return int(returned)
 
@@ -323,8 +280,7 @@ class Outbox:
         """Deletes dead letters for good; returns how many were deleted."""
 
         async def purge(db: aiosqlite.Connection) -> int:
-            where, args = ("WHERE entity = ?", (entity,)) if entity else ("", ())
-            cursor = await db.execute(f"DELETE FROM dead_letters {where}", args)
+            cursor = await db.execute(sql.PURGE_DEAD_LETTERS, (entity,))
             return cursor.rowcount
 
         return int(await self._write(purge))
@@ -369,11 +325,7 @@ class Outbox:
         await self._recount(connection)
         for entity, stats in self.stats.items():
             self.ledger[entity].recovered = stats.records
-        rows = await self._read(
-            "SELECT max(seq) FROM (SELECT seq FROM outbox "
-            "UNION ALL SELECT seq FROM dead_letters)",
-            (),
-        )
+        rows = await self._read(sql.HIGHEST_SEQ, ())
         self._last_seq = int(rows[0][0] or 0)
 
     async def _close(self) -> None:
@@ -448,16 +400,14 @@ class Outbox:
             stats.bytes -= size
             touched.add(entity)
         for entity in touched:
-            rows = await db.execute_fetchall(
-                "SELECT min(accepted_at) FROM outbox WHERE entity = ?", (entity,)
-            )
+            rows = await db.execute_fetchall(sql.OLDEST, (entity,))
             [(oldest,)] = rows
             self.stats[entity].oldest_accepted_at = oldest
 
-    async def _read(self, sql: str, args: tuple[Any, ...]) -> list[Any]:
+    async def _read(self, statement: str, args: tuple[Any, ...]) -> list[Any]:
         assert self._reader is not None, "the outbox is closed"
         try:
-            async with self._reader.execute(sql, args) as cursor:
+            async with self._reader.execute(statement, args) as cursor:
                 return list(await cursor.fetchall())
         except sqlite3.Error as exc:
             raise errors.OutboxError(f"cannot read outbox {self.path}: {exc}") from exc
@@ -466,94 +416,6 @@ class Outbox:
         if self._writer is None:
             raise errors.OutboxError(f"outbox {self.path} is not open")
         return await self._writer.submit(work)
-
-
-async def _upsert(
-    db: aiosqlite.Connection, rows: list[tuple[Any, ...]]
-) -> dict[tuple[str, str], tuple[int, int]]:
-    """Stores rows; returns the (seq, size) of each pending row they replace."""
-    replaced = await _pending_versions(db, rows)
-    for start in range(0, len(rows), ROWS_PER_STATEMENT):
-        chunk = rows[start : start + ROWS_PER_STATEMENT]
-        values = ",".join(["(?,?,?,?,?,?)"] * len(chunk))
-        args = [value for row in chunk for value in row]
-        await db.execute(UPSERT.format(values=values), args)
-    return replaced
-
-
-async def _pending_versions(
-    db: aiosqlite.Connection, rows: list[tuple[Any, ...]]
-) -> dict[tuple[str, str], tuple[int, int]]:
-    ids_by_entity: dict[str, set[str]] = defaultdict(set)
-    for row in rows:
-        ids_by_entity[row[0]].add(row[1])
-    found: dict[tuple[str, str], tuple[int, int]] = {}
-    for entity, id_set in ids_by_entity.items():
-        ids = list(id_set)
-        for start in range(0, len(ids), ROWS_PER_STATEMENT):
-            chunk = ids[start : start + ROWS_PER_STATEMENT]
-            sql = REPLACED.format(marks=",".join("?" * len(chunk)))
-            for record_id, seq, size in await db.execute_fetchall(
-                sql, [entity, *chunk]
-            ):
-                found[(entity, record_id)] = (seq, size)
-    return found
-
-
-async def _settle(
-    db: aiosqlite.Connection,
-    delivered: Sequence[Pending],
-    refused: Sequence[Refusal],
-    now: float,
-) -> list[tuple[str, int]]:
-    removed: list[tuple[str, int]] = []
-    settled = [*delivered, *(r.pending for r in refused)]
-    for start in range(0, len(settled), ROWS_PER_STATEMENT):
-        chunk = settled[start : start + ROWS_PER_STATEMENT]
-        values = ",".join(["(?,?,?)"] * len(chunk))
-        args = [v for p in chunk for v in (p.entity, p.record_id, p.seq)]
-        async with db.execute(SETTLE.format(values=values), args) as cursor:
-            removed.extend((str(e), int(size)) for e, size in await cursor.fetchall())
-    await db.executemany(
-        "DELETE FROM dead_letters WHERE entity = ? AND record_id = ? AND seq < ?",
-        [(p.entity, p.record_id, p.seq) for p in delivered],
-    )
-    await db.executemany(
-        "INSERT INTO dead_letters "
-        "(entity, record_id, seq, failed_at, status, reason, body) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) "
-        "ON CONFLICT (entity, record_id) DO UPDATE SET "
-        "seq = excluded.seq, failed_at = excluded.failed_at, "
-        "status = excluded.status, reason = excluded.reason, body = excluded.body "
-        "WHERE excluded.seq > dead_letters.seq",
-        [
-            (
-                r.pending.entity,
-                r.pending.record_id,
-                r.pending.seq,
-                now,
-                r.status,
-                r.reason,
-                r.pending.body,
-            )
-            for r in refused
-        ],
-    )
-    return removed
-
-
-async def _retry_dead_letters(db: aiosqlite.Connection, entity: str | None) -> int:
-    condition, args = ("entity = ?", (entity,)) if entity else ("true", ())
-    # A pending row for the same record is a newer version: it wins.
-    cursor = await db.execute(
-        "INSERT INTO outbox (entity, record_id, seq, accepted_at, size, body) "
-        "SELECT entity, record_id, seq, ?, length(body), body FROM dead_letters "
-        f"WHERE {condition} ON CONFLICT (entity, record_id) DO NOTHING",
-        (time.time(), *args),
-    )
-    moved = cursor.rowcount
-    await db.execute(f"DELETE FROM dead_letters WHERE {condition}", args)
-    return moved
 
 
 def _dead_letter(row: Any) -> DeadLetter:

@@ -1,0 +1,155 @@
+"""Every SQL statement the outbox runs, with the code that binds it.
+
+The schema itself is in ``schema.sql``. Functions here run inside a writer
+unit (relay.writer): they never commit.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import aiosqlite
+
+if TYPE_CHECKING:
+    from relay.outbox import Pending, Refusal
+
+# SQLite allows 32,766 bound parameters per statement; five per row.
+ROWS_PER_STATEMENT = 1_000
+
+# No RETURNING: without it the whole multi-row statement runs in a single
+# step, while RETURNING hands rows back one step each, and Python's sqlite3
+# re-takes the GIL after every step, stalling the event loop.
+UPSERT = """
+INSERT INTO outbox (entity, record_id, seq, accepted_at, size, body)
+VALUES {values}
+ON CONFLICT (entity, record_id) DO UPDATE SET
+    seq = excluded.seq,
+    size = excluded.size,
+    body = excluded.body
+"""
+REPLACED = """
+SELECT record_id, seq, size FROM outbox
+WHERE entity = ? AND record_id IN ({marks})
+"""
+
+# Written as a join so that each version is found through the unique index;
+# a plain "(entity, record_id, seq) IN (VALUES ...)" scans the whole table.
+SETTLE = """
+DELETE FROM outbox WHERE rowid IN (
+    SELECT outbox.rowid FROM (VALUES {values}) AS settled
+    JOIN outbox ON outbox.entity = settled.column1
+        AND outbox.record_id = settled.column2
+        AND outbox.seq = settled.column3
+)
+RETURNING entity, size
+"""
+
+CLAIM = """
+SELECT record_id, seq, body FROM outbox WHERE entity = ?
+ORDER BY accepted_at LIMIT ?
+"""
+OLDEST = "SELECT min(accepted_at) FROM outbox WHERE entity = ?"
+RECOUNT = """
+SELECT entity, count(*), total(size), min(accepted_at) FROM outbox
+GROUP BY entity
+"""
+HIGHEST_SEQ = """
+SELECT max(seq) FROM (SELECT seq FROM outbox UNION ALL SELECT seq FROM dead_letters)
+"""
+# ?1 is an entity path, or NULL for every entity type.
+DEAD_LETTERS = """
+SELECT entity, record_id, seq, failed_at, status, reason, body FROM dead_letters
+WHERE ?1 IS NULL OR entity = ?1 ORDER BY failed_at
+"""
+PURGE_DEAD_LETTERS = "DELETE FROM dead_letters WHERE ?1 IS NULL OR entity = ?1"
+
+
+async def upsert(
+    db: aiosqlite.Connection, rows: list[tuple[Any, ...]]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    """Stores rows; returns the (seq, size) of each pending row they replace."""
+    replaced = await pending_versions(db, rows)
+    for start in range(0, len(rows), ROWS_PER_STATEMENT):
+        chunk = rows[start : start + ROWS_PER_STATEMENT]
+        values = ",".join(["(?,?,?,?,?,?)"] * len(chunk))
+        args = [value for row in chunk for value in row]
+        await db.execute(UPSERT.format(values=values), args)
+    return replaced
+
+
+async def pending_versions(
+    db: aiosqlite.Connection, rows: list[tuple[Any, ...]]
+) -> dict[tuple[str, str], tuple[int, int]]:
+    ids_by_entity: dict[str, set[str]] = defaultdict(set)
+    for row in rows:
+        ids_by_entity[row[0]].add(row[1])
+    found: dict[tuple[str, str], tuple[int, int]] = {}
+    for entity, id_set in ids_by_entity.items():
+        ids = list(id_set)
+        for start in range(0, len(ids), ROWS_PER_STATEMENT):
+            chunk = ids[start : start + ROWS_PER_STATEMENT]
+            sql = REPLACED.format(marks=",".join("?" * len(chunk)))
+            for record_id, seq, size in await db.execute_fetchall(
+                sql, [entity, *chunk]
+            ):
+                found[(entity, record_id)] = (seq, size)
+    return found
+
+
+async def settle(
+    db: aiosqlite.Connection,
+    delivered: Sequence[Pending],
+    refused: Sequence[Refusal],
+    now: float,
+) -> list[tuple[str, int]]:
+    removed: list[tuple[str, int]] = []
+    settled = [*delivered, *(r.pending for r in refused)]
+    for start in range(0, len(settled), ROWS_PER_STATEMENT):
+        chunk = settled[start : start + ROWS_PER_STATEMENT]
+        values = ",".join(["(?,?,?)"] * len(chunk))
+        args = [v for p in chunk for v in (p.entity, p.record_id, p.seq)]
+        async with db.execute(SETTLE.format(values=values), args) as cursor:
+            removed.extend((str(e), int(size)) for e, size in await cursor.fetchall())
+    await db.executemany(
+        "DELETE FROM dead_letters WHERE entity = ? AND record_id = ? AND seq < ?",
+        [(p.entity, p.record_id, p.seq) for p in delivered],
+    )
+    await db.executemany(
+        "INSERT INTO dead_letters "
+        "(entity, record_id, seq, failed_at, status, reason, body) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (entity, record_id) DO UPDATE SET "
+        "seq = excluded.seq, failed_at = excluded.failed_at, "
+        "status = excluded.status, reason = excluded.reason, body = excluded.body "
+        "WHERE excluded.seq > dead_letters.seq",
+        [
+            (
+                r.pending.entity,
+                r.pending.record_id,
+                r.pending.seq,
+                now,
+                r.status,
+                r.reason,
+                r.pending.body,
+            )
+            for r in refused
+        ],
+    )
+    return removed
+
+
+async def retry_dead_letters(db: aiosqlite.Connection, entity: str | None) -> int:
+    condition, args = ("entity = ?", (entity,)) if entity else ("true", ())
+    # A pending row for the same record is a newer version: it wins.
+    cursor = await db.execute(
+        "INSERT INTO outbox (entity, record_id, seq, accepted_at, size, body) "
+        "SELECT entity, record_id, seq, ?, length(body), body FROM dead_letters "
+        f"WHERE {condition} ON CONFLICT (entity, record_id) DO NOTHING",
+        (time.time(), *args),
+    )
+    moved = cursor.rowcount
+    await db.execute(f"DELETE FROM dead_letters WHERE {condition}", args)
+    return moved
