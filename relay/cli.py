@@ -7,7 +7,7 @@ import contextlib
 import datetime
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,11 +16,22 @@ import click
 import orjson
 import uvloop
 
-from relay import __version__, config, daemon, entities, errors, logs, sandbox
+from relay import (
+    __version__,
+    config,
+    daemon,
+    entities,
+    errors,
+    logs,
+    picklists,
+    sandbox,
+)
 from relay import demo as demo_module
 from relay.outbox import Outbox
+from relay.sense import SenseClient
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 config_option = click.option(
     "--config",
@@ -101,25 +112,88 @@ def get(config_path: Path | None, entity: str, record_id: str) -> None:
     settings = config.load(config_path)
     config.require_sense_credentials(settings)
     logs.configure("warning", "console", stream=sys.stderr)
-    status, payload = asyncio.run(_fetch(settings, entity, record_id))
-    click.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
-    if status != 200:
-        sys.exit(1)
+    _print_answer(asyncio.run(_fetch(settings, entity, record_id)))
 
 
 async def _fetch(
     settings: config.Settings, entity: str, record_id: str
 ) -> tuple[int, Any]:
+    async def call(client: SenseClient) -> tuple[int, Any]:
+        return await client.fetch(entity, record_id)
+
+    return await _with_sense(settings, call)
+
+
+async def _with_sense(
+    settings: config.Settings, call: Callable[[SenseClient], Awaitable[T]]
+) -> T:
     # A person is waiting: give up after two request timeouts rather than
     # retry the token endpoint for ever as the daemon would.
     deadline_s = 2 * settings.sense.request_timeout_seconds
     async with daemon.sense_client(settings) as client:
         try:
             async with asyncio.timeout(deadline_s):
-                return await client.fetch(entity, record_id)
+                return await call(client)
         except TimeoutError:
             reason = f"no answer within {deadline_s:g} s"
             raise errors.SenseUnavailable(reason) from None
+
+
+@main.group()
+def picklist() -> None:
+    """Read or replace the possible values of an entity field at Sense."""
+
+
+@picklist.command("get")
+@config_option
+@click.argument("entity", type=click.Choice(entities.PATHS))
+@click.argument("field")
+@exits_cleanly
+def picklist_get(config_path: Path | None, entity: str, field: str) -> None:
+    """Print a field's possible values as Sense holds them."""
+    _print_answer(_ask_sense(config_path, entity, field, None))
+
+
+@picklist.command("set")
+@config_option
+@click.argument("entity", type=click.Choice(entities.PATHS))
+@click.argument("field")
+@click.argument("values_file", type=click.File("rb"), metavar="FILE")
+@exits_cleanly
+def picklist_set(
+    config_path: Path | None, entity: str, field: str, values_file: Any
+) -> None:
+    """Replace a field's possible values with FILE's JSON [{label, value}]."""
+    try:
+        picklists.check_field(entities.BY_PATH[entity], field)
+        values = picklists.validate(orjson.loads(values_file.read()))
+    except (picklists.InvalidPicklist, orjson.JSONDecodeError) as exc:
+        problems = getattr(exc, "problems", str(exc))
+        click.echo(
+            f"relay: nothing sent, the picklist is invalid: {problems}", err=True
+        )
+        sys.exit(2)
+    _print_answer(_ask_sense(config_path, entity, field, values))
+
+
+def _ask_sense(
+    config_path: Path | None, entity: str, field: str, values: Any
+) -> tuple[int, Any]:
+    settings = config.load(config_path)
+    config.require_sense_credentials(settings)
+    logs.configure("warning", "console", stream=sys.stderr)
+
+    async def call(client: SenseClient) -> tuple[int, Any]:
+        return await client.possible_values(entity, field, values)
+
+    return asyncio.run(_with_sense(settings, call))
+
+
+def _print_answer(answer: tuple[int, Any]) -> None:
+    status, payload = answer
+    click.echo(orjson.dumps(payload, option=orjson.OPT_INDENT_2).decode())
+    if status != 200:
+        sys.exit(1)
 
 
 @main.group("dead-letters")

@@ -15,7 +15,7 @@ import prometheus_client
 import structlog
 from aiohttp import web
 
-from relay import entities, errors, records
+from relay import entities, errors, picklists, records
 from relay.config import ServerSettings
 from relay.metrics import Metrics
 from relay.outbox import Outbox
@@ -59,6 +59,9 @@ class Ingest:
             middlewares=[self._errors_as_json, self._authenticate],
         )
         app.router.add_post("/v1/{path}", self.post_records)
+        picklist = "/v1/{path}/possible-values/{field}"
+        app.router.add_get(picklist, self.picklist)
+        app.router.add_put(picklist, self.picklist)
         app.router.add_get("/v1/{path}/{id}", self.get_record)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
@@ -83,10 +86,32 @@ class Ingest:
     async def get_record(self, request: web.Request) -> web.Response:
         """Answers with what Sense holds for one entity, fetched live."""
         entity_type = _entity_type(request.match_info["path"])
+        status, payload = await self._from_sense(
+            self._sense.fetch(entity_type.path, request.match_info["id"])
+        )
+        return _json(status, payload if isinstance(payload, dict) else {})
+
+    async def picklist(self, request: web.Request) -> web.Response:
+        """Reads or replaces a field's possible values at Sense."""
+        entity_type = _entity_type(request.match_info["path"])
+        field = request.match_info["field"]
+        values = None
         try:
-            status, payload = await self._sense.fetch(
-                entity_type.path, request.match_info["id"]
-            )
+            picklists.check_field(entity_type, field)
+            if request.method == "PUT":
+                values = picklists.validate(_json_body(await self._body(request)))
+        except picklists.InvalidPicklist as exc:
+            raise RequestError(
+                422, {"error": "invalid picklist", "problems": exc.problems}
+            ) from None
+        status, payload = await self._from_sense(
+            self._sense.possible_values(entity_type.path, field, values)
+        )
+        return _json(status, payload if isinstance(payload, dict) else {})
+
+    async def _from_sense(self, call: Awaitable[tuple[int, Any]]) -> tuple[int, Any]:
+        try:
+            return await call
         except errors.SenseUnavailable as exc:
             retry_after = str(round(exc.retry_after_s or 5))
             raise RequestError(
@@ -94,7 +119,6 @@ class Ingest:
                 {"error": f"Sense is unavailable: {exc.reason}"},
                 **{"Retry-After": retry_after},
             ) from exc
-        return _json(status, payload if isinstance(payload, dict) else {})
 
     async def healthz(self, _request: web.Request) -> web.Response:
         return _json(200, {"status": "alive"})
@@ -206,6 +230,13 @@ def _items(body: bytes, max_records: int) -> list[Any]:
             },
         )
     return items
+
+
+def _json_body(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise RequestError(400, {"error": f"body is not valid JSON: {exc}"}) from exc
 
 
 def _too_large(max_bytes: int) -> RequestError:

@@ -28,7 +28,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from relay import entities, records
+from relay import entities, picklists, records
 
 log = structlog.get_logger(__name__)
 
@@ -132,6 +132,7 @@ class Sandbox:
         self._faults: deque[Fault] = deque()
         self._rejected: dict[str, tuple[str, bool]] = {}
         self._warned: dict[str, str] = {}
+        self.picklists: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
     def reset(self) -> None:
         """Forgets records, observations, faults and rejections; tokens stay valid."""
@@ -195,6 +196,9 @@ class Sandbox:
         )
         app.router.add_post(TOKEN_PATH, self._issue_token)
         app.router.add_post(API_PREFIX + "/{path}", self._upsert)
+        picklist = API_PREFIX + "/{path}/possible-values/{field}"
+        app.router.add_get(picklist, self._possible_values)
+        app.router.add_put(picklist, self._possible_values)
         app.router.add_get(API_PREFIX + "/{path}/{id}", self._retrieve)
         _Controls(self).add_routes(app.router)
         return app
@@ -372,6 +376,33 @@ class Sandbox:
             missing = f"No {entity_type.name} has this id."
             return _json(404, _retrieved({}, [_error(record_id, missing)], record_id))
         return _json(200, _retrieved(entity, [], record_id))
+
+    async def _possible_values(self, request: web.Request) -> web.Response:
+        entity_type = _entity_type(request)
+        self._authorize(request)
+        field = request.match_info["field"]
+        if field not in entity_type.fields:
+            message = f"{field!r} is not a field of {entity_type.name}."
+            raise _refusal(400, _error(None, message, [field]))
+
+        key = (entity_type.path, field)
+        data: dict[str, Any] = {"field_name": field, "object_name": entity_type.name}
+        if request.method == "GET":
+            data["values"] = self.picklists.get(key)
+        else:
+            self.picklists[key] = _picklist(await request.read())
+            data.update(possibleValues=self.picklists[key], updated=True)
+        return _json(200, {"data": data, "resource_id": field})
+
+
+def _picklist(body: bytes) -> list[dict[str, Any]]:
+    try:
+        return picklists.validate(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        raise _refusal(400, _error(None, "The body is not valid JSON.")) from None
+    except picklists.InvalidPicklist as exc:
+        problems = [_error(None, p["message"], [str(p["field"])]) for p in exc.problems]
+        raise _refusal(400, *problems) from None
 
 
 class _Controls:

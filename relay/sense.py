@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+import orjson
 import structlog
 
 from relay import errors
@@ -113,6 +114,22 @@ class SenseClient:
         if status in (200, 400, 404):
             return status, payload
         raise errors.SenseUnavailable(f"Sense answered HTTP {status}", status=status)
+
+    async def possible_values(
+        self, entity: str, field: str, values: list[dict[str, Any]] | None = None
+    ) -> tuple[int, Any]:
+        """Reads a field's picklist, or replaces it when ``values`` is given.
+
+        Returns Sense's status and body; raises SenseUnavailable when Sense
+        cannot answer now.
+        """
+        base = self._settings.base_url.rstrip("/")
+        url = f"{base}/{entity}/possible-values/{quote(field, safe='')}"
+        if values is None:
+            return await self._call("picklist", "GET", url, b"", {})
+        body = orjson.dumps(values)
+        headers = {"Content-Type": "application/json"}
+        return await self._call("picklist", "PUT", url, body, headers)
 
     async def _call(
         self,
