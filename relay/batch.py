@@ -22,6 +22,7 @@ class Batch:
     records: Sequence[Pending]
     body: bytes
     compressed: bool
+    kind: str = "upsert"
 
     @property
     def body_bytes(self) -> int:
@@ -41,14 +42,20 @@ class Packer:
 
         The size check is exact: the body returned is the one that is sent.
         A single record too large to fit on its own still forms a batch, so
-        that Sense's 413 isolates it.
+        that Sense's 413 isolates it. A patch travels alone (Sense patches
+        one entity a request), and a batch of whole entities stops before
+        the first patch, so that records leave in the order they came.
         """
-        body = self._encode(candidates)
-        if len(body) <= self.max_body_bytes or len(candidates) == 1:
-            return Batch(entity, candidates, body, self.compress)
+        if candidates[0].kind == "patch":
+            body = self._compress(candidates[0].body)
+            return Batch(entity, candidates[:1], body, self.compress, "patch")
+        upserts = _upsert_prefix(candidates)
+        body = self._encode(upserts)
+        if len(body) <= self.max_body_bytes or len(upserts) == 1:
+            return Batch(entity, upserts, body, self.compress)
 
-        count, body = self._largest_fitting_prefix(candidates, len(body))
-        return Batch(entity, candidates[:count], body, self.compress)
+        count, body = self._largest_fitting_prefix(upserts, len(body))
+        return Batch(entity, upserts[:count], body, self.compress)
 
     def _largest_fitting_prefix(
         self, candidates: Sequence[Pending], whole_size: int
@@ -72,12 +79,21 @@ class Packer:
         return fits, fits_body
 
     def _encode(self, records: Sequence[Pending]) -> bytes:
-        raw = b"[" + b",".join(record.body for record in records) + b"]"
+        return self._compress(b"[" + b",".join(r.body for r in records) + b"]")
+
+    def _compress(self, raw: bytes) -> bytes:
         if not self.compress:
             return raw
         # wbits=31 writes the gzip container that Content-Encoding: gzip names.
         compressor = zlib.compressobj(self.compression_level, zlib.DEFLATED, 31)
         return compressor.compress(raw) + compressor.flush()
+
+
+def _upsert_prefix(candidates: Sequence[Pending]) -> Sequence[Pending]:
+    for index, pending in enumerate(candidates):
+        if pending.kind == "patch":
+            return candidates[:index]
+    return candidates
 
 
 def _cumulative_sizes(records: Sequence[Pending]) -> list[int]:

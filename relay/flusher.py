@@ -210,7 +210,7 @@ class Flusher:
             attempt += 1
             started = time.monotonic()
             try:
-                outcome = await self._client.upsert(batch)
+                outcome = await self._client.send(batch)
             except errors.Stopping:
                 self._outbox.release(batch.records)
                 raise

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -63,6 +64,8 @@ class Ingest:
         app.router.add_get(picklist, self.picklist)
         app.router.add_put(picklist, self.picklist)
         app.router.add_get("/v1/{path}/{id}", self.get_record)
+        app.router.add_patch("/v1/{path}/{id}", self.patch_record)
+        app.router.add_delete("/v1/{path}/{id}", self.delete_record)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
@@ -72,16 +75,51 @@ class Ingest:
         entity_type = _entity_type(request.match_info["path"])
         items = _items(await self._body(request), self._settings.max_request_records)
 
+        accepted = self._validated(entity_type, items)
+        await self._store(accepted)
+
+        return _json(202, {"accepted": len(accepted)})
+
+    async def patch_record(self, request: web.Request) -> web.Response:
+        """Accepts a partial record: only the fields present will change."""
+        entity_type = _entity_type(request.match_info["path"])
+        record_id = request.match_info["id"]
+        item = _json_body(await self._body(request))
+        if not isinstance(item, dict):
+            raise RequestError(400, {"error": "body must be one entity object"})
+        # Sense's PATCH body carries the id too; the path names it already.
+        item.setdefault("id", record_id)
+
+        [record] = self._validated(entity_type, [item])
+        if record.record_id != record_id:
+            problem = {
+                "index": 0,
+                "id": record.record_id,
+                "field": "id",
+                "message": "differs from the id in the path",
+            }
+            raise RequestError(422, {"error": "invalid records", "problems": [problem]})
+        await self._store([replace(record, kind="patch")])
+        return _json(202, {"accepted": 1})
+
+    async def delete_record(self, request: web.Request) -> web.Response:
+        """Soft-deletes: sets is_deleted, leaving every other field as it is."""
+        entity_type = _entity_type(request.match_info["path"])
+        item = {"id": request.match_info["id"], "is_deleted": True}
+        [record] = self._validated(entity_type, [item])
+        await self._store([replace(record, kind="patch")])
+        return _json(202, {"accepted": 1})
+
+    def _validated(
+        self, entity_type: entities.EntityType, items: list[Any]
+    ) -> list[records.Record]:
         try:
-            accepted = records.validate(entity_type, items)
+            return records.validate(entity_type, items)
         except records.InvalidRecords as exc:
             self._metrics.records_rejected.labels(entity_type.path).inc(len(items))
             problems = [problem.as_dict() for problem in exc.problems]
             body = {"error": "invalid records", "problems": problems}
             raise RequestError(422, body) from None
-        await self._store(accepted)
-
-        return _json(202, {"accepted": len(accepted)})
 
     async def get_record(self, request: web.Request) -> web.Response:
         """Answers with what Sense holds for one entity, fetched live."""

@@ -40,6 +40,7 @@ class Pending:
     record_id: str
     seq: int
     body: bytes
+    kind: str = "upsert"
 
 
 @dataclass(slots=True)
@@ -76,6 +77,7 @@ class DeadLetter:
     status: int | None
     reason: str
     body: bytes
+    kind: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +138,15 @@ class Outbox:
         self._check_room(records)
         now = time.time()
         self._queued_rows.extend(
-            (r.entity_type, r.record_id, self._next_seq(), now, len(r.body), r.body)
+            (
+                r.entity_type,
+                r.record_id,
+                self._next_seq(),
+                now,
+                len(r.body),
+                r.body,
+                r.kind,
+            )
             for r in records
         )
         if self._queued_commit is None:
@@ -155,6 +165,7 @@ class Outbox:
         async def upsert(db: aiosqlite.Connection) -> set[str]:
             rows, self._queued_rows = self._queued_rows, []
             self._queued_commit = None
+            rows = await self._merge_patches(db, rows)
             self._count_added(rows, await sql.upsert(db, rows))
             return {row[0] for row in rows}
 
@@ -179,8 +190,8 @@ class Outbox:
         in_flight = self._in_flight[entity]
         rows = await db.execute_fetchall(sql.CLAIM, (entity, limit + len(in_flight)))
         claimed = [
-            Pending(entity, record_id, seq, body)
-            for record_id, seq, body in rows
+            Pending(entity, record_id, seq, body, kind)
+            for record_id, seq, body, kind in rows
             if record_id not in in_flight
         ][:limit]
         for pending in claimed:
@@ -297,6 +308,7 @@ class Outbox:
         await connection.execute("PRAGMA busy_timeout=10000")
         schema = resources.files("relay").joinpath("schema.sql").read_text("utf-8")
         await connection.executescript(schema)
+        await _add_kind_column(connection)
         self._reader = await aiosqlite.connect(self.path)
         self._connections.append(self._reader)
         await self._reader.execute("PRAGMA busy_timeout=10000")
@@ -348,6 +360,40 @@ class Outbox:
         ):
             raise errors.OutboxFull(OUTBOX_FULL_RETRY_AFTER_S)
 
+    async def _merge_patches(
+        self, db: aiosqlite.Connection, rows: list[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """Folds each patch into the version it follows, if that is unsent.
+
+        A patch after a pending whole entity becomes that entity with the
+        patch applied (still sent whole); a patch after a pending patch
+        becomes one patch. After a version in flight, it waits as it is.
+        """
+        if all(row[6] == "upsert" for row in rows):
+            return rows
+        latest: dict[tuple[str, str], tuple[str, bytes]] = {}
+        merged = []
+        for entity, record_id, seq, accepted_at, _, body, kind in rows:
+            key = (entity, record_id)
+            if kind == "patch":
+                base = latest.get(key) or await self._unsent_version(db, *key)
+                if base is not None:
+                    kind, body = base[0], _merged(base[1], body)
+            latest[key] = (kind, body)
+            merged.append((entity, record_id, seq, accepted_at, len(body), body, kind))
+        return merged
+
+    async def _unsent_version(
+        self, db: aiosqlite.Connection, entity: str, record_id: str
+    ) -> tuple[str, bytes] | None:
+        rows = list(await db.execute_fetchall(sql.PENDING_BODY, (entity, record_id)))
+        if not rows:
+            return None
+        seq, body, kind = rows[0]
+        if self._in_flight[entity].get(record_id) == seq:
+            return None
+        return str(kind), bytes(body)
+
     def _count_added(
         self,
         rows: list[tuple[Any, ...]],
@@ -355,7 +401,7 @@ class Outbox:
     ) -> None:
         versions: dict[tuple[str, str], int] = defaultdict(int)
         newest: dict[tuple[str, str], tuple[float, int]] = {}
-        for entity, record_id, _, accepted_at, size, _ in rows:
+        for entity, record_id, _, accepted_at, size, _, _ in rows:
             versions[(entity, record_id)] += 1
             newest[(entity, record_id)] = (accepted_at, size)
         for key, count in versions.items():
@@ -419,8 +465,26 @@ class Outbox:
 
 
 def _dead_letter(row: Any) -> DeadLetter:
-    entity, record_id, seq, failed_at, status, reason, body = row
-    return DeadLetter(entity, record_id, seq, failed_at, status, reason, bytes(body))
+    entity, record_id, seq, failed_at, status, reason, body, kind = row
+    return DeadLetter(
+        entity, record_id, seq, failed_at, status, reason, bytes(body), kind
+    )
+
+
+async def _add_kind_column(db: aiosqlite.Connection) -> None:
+    # Outbox files written before patches existed lack the column.
+    for table in ("outbox", "dead_letters"):
+        columns = [
+            row[1] for row in await db.execute_fetchall(f"PRAGMA table_info({table})")
+        ]
+        if "kind" not in columns:
+            await db.execute(
+                f"ALTER TABLE {table} ADD COLUMN kind TEXT NOT NULL DEFAULT 'upsert'"
+            )
+
+
+def _merged(base: bytes, patch: bytes) -> bytes:
+    return orjson.dumps({**orjson.loads(base), **orjson.loads(patch)})
 
 
 def body_is_readable(pending: Pending) -> bool:

@@ -13,11 +13,16 @@ from relay import entities, errors
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """One validated entity, holding only the fields the ATS sent."""
+    """One validated entity, holding only the fields the ATS sent.
+
+    ``kind`` is "upsert" for a whole entity (Sense's POST) or "patch" for a
+    partial one (Sense's PATCH: only the fields present change).
+    """
 
     entity_type: str
     record_id: str
     body: bytes
+    kind: str = "upsert"
 
 
 @dataclass(frozen=True, slots=True)

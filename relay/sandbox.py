@@ -200,6 +200,7 @@ class Sandbox:
         app.router.add_get(picklist, self._possible_values)
         app.router.add_put(picklist, self._possible_values)
         app.router.add_get(API_PREFIX + "/{path}/{id}", self._retrieve)
+        app.router.add_patch(API_PREFIX + "/{path}/{id}", self._patch)
         _Controls(self).add_routes(app.router)
         return app
 
@@ -293,6 +294,31 @@ class Sandbox:
         items = _items(_inflate(request, body), self.settings.max_records)
         valid = self._validate(entity_type, items)
         return self._accept(request, entity_type, valid, len(body), received_at_s)
+
+    async def _patch(self, request: web.Request) -> web.Response:
+        """Sense's partial update: only the fields present change."""
+        entity_type = _entity_type(request)
+        self._authorize(request)
+        body = await _read_body(request, self.settings.max_compressed_bytes)
+        await self._answer_fault(request)
+        _check_size(body, self.settings.max_compressed_bytes)
+        _check_content_type(request)
+
+        record_id = request.match_info["id"]
+        item = orjson.loads(_inflate(request, body))
+        [record] = self._validate(entity_type, [item])
+        if record.record_id != record_id:
+            message = "The body's id differs from the id in the path."
+            raise _refusal(400, _error(record_id, message, ["id"]))
+        stored = self.records[entity_type.path].get(record_id)
+        if stored is None:
+            message = f"No {entity_type.name} has this id."
+            return _json(404, _retrieved({}, [_error(record_id, message)], record_id))
+        stored.update(orjson.loads(record.body))
+        log.info("sandbox_patch_accepted", entity=entity_type.path)
+        return _json(
+            201, {"message": ACCEPTED_MESSAGE, "request_id": str(uuid.uuid4())}
+        )
 
     async def _answer_fault(self, request: web.Request) -> None:
         if not self._faults:

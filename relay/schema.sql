@@ -8,6 +8,8 @@ CREATE TABLE IF NOT EXISTS outbox (
     accepted_at REAL    NOT NULL,
     size        INTEGER NOT NULL,
     body        BLOB    NOT NULL,
+    -- "upsert" (a whole entity) or "patch" (only the fields present).
+    kind        TEXT    NOT NULL DEFAULT 'upsert',
     UNIQUE (entity, record_id)
 );
 
@@ -26,6 +28,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     status      INTEGER,
     reason      TEXT    NOT NULL,
     body        BLOB    NOT NULL,
+    kind        TEXT    NOT NULL DEFAULT 'upsert',
     UNIQUE (entity, record_id)
 );
 

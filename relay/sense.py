@@ -80,18 +80,23 @@ class SenseClient:
         self._metrics = metrics
         self.health = Health()
 
-    async def upsert(self, batch: Batch) -> Outcome:
-        """Sends one batch; returns Sense's verdict on it.
+    async def send(self, batch: Batch) -> Outcome:
+        """Sends one batch, or one patch; returns Sense's verdict on it.
 
         Raises SenseUnavailable for anything worth retrying unchanged:
         429, 5xx, timeouts, broken connections and refused credentials.
         """
-        url = f"{self._settings.base_url.rstrip('/')}/{batch.entity}"
+        base = self._settings.base_url.rstrip("/")
         headers = {"Content-Type": "application/json"}
         if batch.compressed:
             headers["Content-Encoding"] = "gzip"
+        if batch.kind == "patch":
+            record_id = quote(batch.records[0].record_id, safe="")
+            url, method = f"{base}/{batch.entity}/{record_id}", "PATCH"
+        else:
+            url, method = f"{base}/{batch.entity}", "POST"
 
-        status, payload = await self._call("upsert", "POST", url, batch.body, headers)
+        status, payload = await self._call(batch.kind, method, url, batch.body, headers)
 
         if status in (200, 201):
             return Accepted(_issues(payload, "warnings"))

@@ -23,12 +23,16 @@ ROWS_PER_STATEMENT = 1_000
 # step, while RETURNING hands rows back one step each, and Python's sqlite3
 # re-takes the GIL after every step, stalling the event loop.
 UPSERT = """
-INSERT INTO outbox (entity, record_id, seq, accepted_at, size, body)
+INSERT INTO outbox (entity, record_id, seq, accepted_at, size, body, kind)
 VALUES {values}
 ON CONFLICT (entity, record_id) DO UPDATE SET
     seq = excluded.seq,
     size = excluded.size,
-    body = excluded.body
+    body = excluded.body,
+    kind = excluded.kind
+"""
+PENDING_BODY = """
+SELECT seq, body, kind FROM outbox WHERE entity = ? AND record_id = ?
 """
 REPLACED = """
 SELECT record_id, seq, size FROM outbox
@@ -48,7 +52,7 @@ RETURNING entity, size
 """
 
 CLAIM = """
-SELECT record_id, seq, body FROM outbox WHERE entity = ?
+SELECT record_id, seq, body, kind FROM outbox WHERE entity = ?
 ORDER BY accepted_at LIMIT ?
 """
 OLDEST = "SELECT min(accepted_at) FROM outbox WHERE entity = ?"
@@ -61,7 +65,8 @@ SELECT max(seq) FROM (SELECT seq FROM outbox UNION ALL SELECT seq FROM dead_lett
 """
 # ?1 is an entity path, or NULL for every entity type.
 DEAD_LETTERS = """
-SELECT entity, record_id, seq, failed_at, status, reason, body FROM dead_letters
+SELECT entity, record_id, seq, failed_at, status, reason, body, kind
+FROM dead_letters
 WHERE ?1 IS NULL OR entity = ?1 ORDER BY failed_at
 """
 PURGE_DEAD_LETTERS = "DELETE FROM dead_letters WHERE ?1 IS NULL OR entity = ?1"
@@ -74,7 +79,7 @@ async def upsert(
     replaced = await pending_versions(db, rows)
     for start in range(0, len(rows), ROWS_PER_STATEMENT):
         chunk = rows[start : start + ROWS_PER_STATEMENT]
-        values = ",".join(["(?,?,?,?,?,?)"] * len(chunk))
+        values = ",".join(["(?,?,?,?,?,?,?)"] * len(chunk))
         args = [value for row in chunk for value in row]
         await db.execute(UPSERT.format(values=values), args)
     return replaced
@@ -119,12 +124,12 @@ async def settle(
     )
     await db.executemany(
         "INSERT INTO dead_letters "
-        "(entity, record_id, seq, failed_at, status, reason, body) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "(entity, record_id, seq, failed_at, status, reason, body, kind) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
         "ON CONFLICT (entity, record_id) DO UPDATE SET "
         "seq = excluded.seq, failed_at = excluded.failed_at, "
-        "status = excluded.status, reason = excluded.reason, body = excluded.body "
-        "WHERE excluded.seq > dead_letters.seq",
+        "status = excluded.status, reason = excluded.reason, body = excluded.body, "
+        "kind = excluded.kind WHERE excluded.seq > dead_letters.seq",
         [
             (
                 r.pending.entity,
@@ -134,6 +139,7 @@ async def settle(
                 r.status,
                 r.reason,
                 r.pending.body,
+                r.pending.kind,
             )
             for r in refused
         ],
@@ -145,8 +151,8 @@ async def retry_dead_letters(db: aiosqlite.Connection, entity: str | None) -> in
     condition, args = ("entity = ?", (entity,)) if entity else ("true", ())
     # A pending row for the same record is a newer version: it wins.
     cursor = await db.execute(
-        "INSERT INTO outbox (entity, record_id, seq, accepted_at, size, body) "
-        "SELECT entity, record_id, seq, ?, length(body), body FROM dead_letters "
+        "INSERT INTO outbox (entity, record_id, seq, accepted_at, size, body, kind) "
+        "SELECT entity, record_id, seq, ?, length(body), body, kind FROM dead_letters "
         f"WHERE {condition} ON CONFLICT (entity, record_id) DO NOTHING",
         (time.time(), *args),
     )
