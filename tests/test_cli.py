@@ -184,5 +184,13 @@ def test_status_of_a_missing_outbox_says_so(tmp_path: Path) -> None:
 def test_help_lists_every_command() -> None:
     result = relay("--help")
 
-    for command in ("serve", "status", "dead-letters", "sandbox", "demo"):
+    for command in (
+        "serve",
+        "status",
+        "dead-letters",
+        "sandbox",
+        "demo",
+        "get",
+        "picklist",
+    ):
         assert command in result.stdout
