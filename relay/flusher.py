@@ -246,18 +246,20 @@ class Flusher:
             raise
 
     async def _settle_accepted(self, batch: Batch, outcome: Accepted) -> None:
-        await self._outbox.settle(batch.records)
+        # Sense's answer is recorded before the outbox forgets the records,
+        # so that no scrape sees the batch gone but its warnings missing.
         self._metrics.batch_records.labels(self.entity).observe(len(batch.records))
         self._metrics.batch_body_bytes.labels(self.entity).observe(batch.body_bytes)
-        if outcome.warnings:
-            self._metrics.sense_warnings.labels(self.entity).inc(len(outcome.warnings))
-            for warning in outcome.warnings:
-                self._log.warning(
-                    "sense_warning_received",
-                    record_id=warning.entity_id,
-                    message=warning.message,
-                    path=warning.path,
-                )
+        self._metrics.sense_warnings.labels(self.entity).inc(len(outcome.warnings))
+        for warning in outcome.warnings:
+            self._log.warning(
+                "sense_warning_received",
+                record_id=warning.entity_id,
+                message=warning.message,
+                path=warning.path,
+            )
+
+        await self._outbox.settle(batch.records)
 
     async def _settle_rejected(self, batch: Batch, outcome: Rejected) -> None:
         named = {issue.entity_id: issue for issue in outcome.errors if issue.entity_id}
@@ -267,7 +269,9 @@ class Flusher:
             await self._split(batch, status=400, reason=reason)
             return
 
-        refusals = [Refusal(p, 400, _describe(named[p.record_id])) for p in culprits]
+        refusals = [
+            Refusal(p, outcome.status, _describe(named[p.record_id])) for p in culprits
+        ]
         await self._refuse(refusals)
         rest = [p for p in batch.records if p.record_id not in named]
         await self._resend(rest)

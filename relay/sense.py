@@ -40,9 +40,10 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """400: Sense refused the whole batch; ``errors`` may name the culprits."""
+    """Sense refused the whole batch; ``errors`` may name the culprits."""
 
     errors: list[Issue]
+    status: int = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,12 @@ class SenseClient:
             return Rejected(_issues(payload, "errors"))
         if status == 413:
             return TooLarge()
+        if status == 404 and batch.kind == "patch":
+            # Sense cannot patch an entity it does not have; retrying would
+            # only hold the flusher's slot for ever.
+            record_id = batch.records[0].record_id
+            issue = Issue(record_id, "Sense has no entity with this id", None)
+            return Rejected([issue], status=404)
         # Any other answer (404 from a wrong base URL, say) says nothing about
         # the records: retry rather than dead-letter the whole outbox.
         raise errors.SenseUnavailable(f"Sense answered HTTP {status}", status=status)

@@ -106,3 +106,18 @@ async def test_an_invalid_patch_gets_422_and_stores_nothing(start_relay) -> None
         assert hooks.relay.outbox.total_records() == 0
     assert (wrong_type, other_id) == (422, 422)
     assert body["problems"][0]["field"] == "custom_integer1"
+
+
+async def test_a_patch_for_a_record_sense_does_not_have_is_dead_lettered(
+    start_relay, sense: SenseStandIn
+) -> None:
+    async with start_relay(flush=AGE) as hooks:
+        status, _ = await patch(hooks, "candidates/never-sent", {"status": "Placed"})
+
+        await eventually(lambda: hooks.relay.outbox.total_records() == 0)
+        letters = await hooks.relay.outbox.dead_letters()
+
+    assert status == 202
+    assert [(d.record_id, d.kind, d.status, d.reason) for d in letters] == [
+        ("never-sent", "patch", 404, "Sense has no entity with this id")
+    ]
