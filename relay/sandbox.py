@@ -286,27 +286,20 @@ class Sandbox:
         entity_type = _entity_type(request)
         self._authorize(request)
 
-        body = await _read_body(request, self.settings.max_compressed_bytes)
-        await self._answer_fault(request)
-        _check_size(body, self.settings.max_compressed_bytes)
+        body, body_bytes = await self._received_body(request)
 
-        _check_content_type(request)
-        items = _items(_inflate(request, body), self.settings.max_records)
+        items = _items(body, self.settings.max_records)
         valid = self._validate(entity_type, items)
-        return self._accept(request, entity_type, valid, len(body), received_at_s)
+        return self._accept(request, entity_type, valid, body_bytes, received_at_s)
 
     async def _patch(self, request: web.Request) -> web.Response:
         """Sense's partial update: only the fields present change."""
         entity_type = _entity_type(request)
         self._authorize(request)
-        body = await _read_body(request, self.settings.max_compressed_bytes)
-        await self._answer_fault(request)
-        _check_size(body, self.settings.max_compressed_bytes)
-        _check_content_type(request)
+        body, _ = await self._received_body(request)
 
         record_id = request.match_info["id"]
-        item = orjson.loads(_inflate(request, body))
-        [record] = self._validate(entity_type, [item])
+        [record] = self._validate(entity_type, [_object(body)])
         if record.record_id != record_id:
             message = "The body's id differs from the id in the path."
             raise _refusal(400, _error(record_id, message, ["id"]))
@@ -319,6 +312,17 @@ class Sandbox:
         return _json(
             201, {"message": ACCEPTED_MESSAGE, "request_id": str(uuid.uuid4())}
         )
+
+    async def _received_body(self, request: web.Request) -> tuple[bytes, int]:
+        """Reads a write's body as Sense does: fault, size, type, then gzip.
+
+        Returns the inflated body and its size as received.
+        """
+        body = await _read_body(request, self.settings.max_compressed_bytes)
+        await self._answer_fault(request)
+        _check_size(body, self.settings.max_compressed_bytes)
+        _check_content_type(request)
+        return _inflate(request, body), len(body)
 
     async def _answer_fault(self, request: web.Request) -> None:
         if not self._faults:
@@ -419,6 +423,13 @@ class Sandbox:
             self.picklists[key] = _picklist(await request.read())
             data.update(possibleValues=self.picklists[key], updated=True)
         return _json(200, {"data": data, "resource_id": field})
+
+
+def _object(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise _refusal(400, _error(None, "The body is not valid JSON.")) from None
 
 
 def _picklist(body: bytes) -> list[dict[str, Any]]:
