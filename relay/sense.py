@@ -81,6 +81,10 @@ class SenseClient:
         self._metrics = metrics
         self.health = Health()
 
+    async def authenticate(self) -> None:
+        """Makes sure a token is at hand, fetching one if needed."""
+        await self._tokens.get()
+
     async def send(self, batch: Batch) -> Outcome:
         """Sends one batch, or one patch; returns Sense's verdict on it.
 
