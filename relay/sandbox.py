@@ -151,6 +151,10 @@ class Sandbox:
         self._faults.extend(faults)
         log.info("sandbox_faults_scripted", faults=len(faults))
 
+    def clear_faults(self) -> None:
+        """Drops the faults scripted and not yet used."""
+        self._faults.clear()
+
     def reject(
         self, *ids: str, message: str = REJECTED_MESSAGE, named: bool = True
     ) -> None:

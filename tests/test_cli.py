@@ -192,5 +192,6 @@ def test_help_lists_every_command() -> None:
         "demo",
         "get",
         "picklist",
+        "sync",
     ):
         assert command in result.stdout
