@@ -27,6 +27,7 @@ RUNNERS: dict[str, Scenario] = {
     "ingest-batch": functools.partial(scenarios.ingest, 100),
     "drain": scenarios.drain,
     "rss": scenarios.rss,
+    "sync": scenarios.sync,
 }
 SCENARIOS = tuple(RUNNERS)
 # Without --durability, these run once per durability setting.
@@ -39,6 +40,7 @@ SIZING_FLAGS = {
     "ingest-batch": ("seconds", "connections"),
     "drain": ("drain_records",),
     "rss": ("rss_records", "rss_watch_seconds"),
+    "sync": ("sync_records",),
 }
 
 DESCRIPTION = """\
@@ -51,6 +53,8 @@ Benchmarks relay on loopback. Each scenario starts a Sense sandbox and relay
                  delivered to the sandbox after a restart, records/s
   rss            relay's peak RSS with a 1,000,000-record backlog, during
                  ingest and after a restart
+  sync           relay sync loading 1,000,000 candidates from a JSON Lines
+                 file into the sandbox: seconds, and peak RSS
 
 Without --durability, the ingest scenarios run once with outbox.durability
 "full" and once with "normal"; drain and rss use "full" (relay's default).
@@ -82,6 +86,7 @@ def parser() -> argparse.ArgumentParser:
         default=30.0,
         help="how long the restarted relay is watched",
     )
+    args.add_argument("--sync-records", type=int, default=1_000_000)
     args.add_argument(
         "--profile",
         type=Path,
@@ -109,6 +114,7 @@ def main(argv: list[str]) -> int:
         drain_records=args.drain_records,
         rss_records=args.rss_records,
         rss_watch_seconds=args.rss_watch_seconds,
+        sync_records=args.sync_records,
         profile_dir=args.profile,
     )
     print(_machine(), flush=True)

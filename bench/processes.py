@@ -24,6 +24,7 @@ HOOK_TOKEN = "bench-hook-token"
 SANDBOX_CLIENT = ("sandbox-client", "sandbox-secret")
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 60.0
+SYNC_POLL_S = 0.05
 
 
 class BenchError(Exception):
@@ -112,6 +113,42 @@ def relay(workdir: Path, sense_url: str, **settings: str) -> Iterator[Relay]:
         port = _announced_port(process, log_path)
         url = f"http://127.0.0.1:{port}"
         yield Relay(process, url, log_path, spawned_at, time.monotonic())
+
+
+@dataclass(frozen=True)
+class SyncRun:
+    seconds: float
+    cpu_s: float
+    peak_rss_bytes: int
+
+
+def sync(workdir: Path, sense_url: str, source: Path) -> SyncRun:
+    """Runs ``relay sync SOURCE`` to its end, watching its memory as it goes."""
+    environment = _relay_environment(workdir, sense_url, {})
+    log_path = workdir / "sync.log"
+    report = workdir / "sync-report.jsonl"
+    command = [
+        sys.executable,
+        "-m",
+        "relay",
+        "sync",
+        str(source),
+        "--report",
+        str(report),
+    ]
+    started = time.monotonic()
+    peak_kib, cpu_s = 0, 0.0
+    with _running(command, log_path, environment) as process:
+        while process.poll() is None:
+            # VmHWM is the peak so far; it is gone once the process is reaped.
+            with contextlib.suppress(OSError, BenchError):
+                peak_kib = max(peak_kib, _status_kib(process.pid, "VmHWM"))
+                cpu_s = _cpu_seconds(Path(f"/proc/{process.pid}/stat"))
+            time.sleep(SYNC_POLL_S)
+    seconds = time.monotonic() - started
+    if process.returncode != 0:
+        raise BenchError(f"relay sync exited with {process.returncode}; see {log_path}")
+    return SyncRun(seconds, cpu_s, peak_kib * 1024)
 
 
 def _relay_environment(
