@@ -19,6 +19,7 @@ from relay.config import Settings
 from relay.flusher import Flusher
 from relay.ingest import Ingest
 from relay.metrics import Metrics
+from relay.notify import Notifier
 from relay.outbox import Outbox
 from relay.sense import SenseClient
 from relay.token import TokenCache
@@ -90,16 +91,27 @@ async def serve(settings: Settings) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, signalled.set)
+    systemd = Notifier()
     async with running(settings) as relay:
+        systemd.send(READY="1", STATUS=f"serving hooks on port {relay.port}")
+        watchdog = asyncio.create_task(
+            systemd.keep_alive(lambda: _healthy(relay), relay.stopping)
+        )
         waiters = [asyncio.ensure_future(e.wait()) for e in (signalled, relay.crashed)]
         await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         for waiter in waiters:
             waiter.cancel()
-        log.info(
-            "relay_stopping", reason="crash" if relay.crashed.is_set() else "signal"
-        )
+        reason = "crash" if relay.crashed.is_set() else "signal"
+        log.info("relay_stopping", reason=reason)
+        systemd.send(STOPPING="1", STATUS=f"draining the outbox ({reason})")
+    await watchdog
     log.info("relay_stopped")
     return 1 if relay.crashed.is_set() else 0
+
+
+async def _healthy(relay: Running) -> bool:
+    """What the systemd watchdog vouches for: no crashed task, a writable outbox."""
+    return not relay.crashed.is_set() and await relay.outbox.check_writable()
 
 
 def _watch_outbox(box: Outbox, metrics: Metrics) -> None:

@@ -38,9 +38,12 @@ def relay_environment(outbox: Path, sense_url: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def relay_process(
-    outbox: Path, sense_url: str
+    outbox: Path, sense_url: str, **environment: str
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
-    """Starts ``python -m relay serve`` and yields it with its base URL."""
+    """Starts ``python -m relay serve`` and yields it with its base URL.
+
+    ``environment`` adds to or overrides the variables relay starts with.
+    """
     log_path = outbox.with_suffix(f".{time.monotonic_ns()}.log")
     with log_path.open("wb") as log:
         process = await asyncio.create_subprocess_exec(
@@ -48,7 +51,7 @@ async def relay_process(
             "-m",
             "relay",
             "serve",
-            env=relay_environment(outbox, sense_url),
+            env={**relay_environment(outbox, sense_url), **environment},
             stdout=log,
         )
     try:
