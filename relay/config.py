@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,8 +16,10 @@ import pydantic
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -27,6 +30,8 @@ from relay import errors
 SENSE_MAX_RECORDS = 500
 SENSE_MAX_COMPRESSED_BYTES = 262_144
 CONFIG_PATH_VARIABLE = "RELAY_CONFIG"
+# RELAY_<NAME>_FILE names a file holding the value of RELAY_<NAME>.
+FILE_SUFFIX = "_file"
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "toml_path", default=None
 )
@@ -80,7 +85,7 @@ class ShutdownSettings(Section):
 
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
-    format: Literal["json", "console"] = "json"
+    format: Literal["auto", "json", "console"] = "auto"
 
 
 class Settings(BaseSettings):
@@ -108,10 +113,61 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_file = _toml_path.get() or os.environ.get(CONFIG_PATH_VARIABLE)
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [
+            init_settings,
+            Environment(settings_cls),
+            SecretFiles(settings_cls),
+        ]
         if toml_file:
             sources.append(TomlConfigSettingsSource(settings_cls, Path(toml_file)))
         return tuple(sources)
+
+
+class Environment(EnvSettingsSource):
+    """RELAY_* variables, but for the *_FILE ones, which name a secret's file."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        variables = super()._load_env_vars()
+        return {k: v for k, v in variables.items() if not k.endswith(FILE_SUFFIX)}
+
+
+class SecretFiles(EnvSettingsSource):
+    """Settings kept in files, so that secrets stay out of the environment.
+
+    ``RELAY_SENSE__CLIENT_SECRET_FILE=/run/secrets/sense`` (Docker and
+    Kubernetes secrets) and systemd credentials named after the variable
+    (``LoadCredential=RELAY_SENSE__CLIENT_SECRET:...``), which systemd puts
+    in ``$CREDENTIALS_DIRECTORY``. A trailing newline is not part of the value.
+    """
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        values = _credentials(os.environ.get("CREDENTIALS_DIRECTORY"))
+        for name, path in os.environ.items():
+            upper = name.upper()
+            if not (upper.startswith("RELAY_") and upper.endswith(FILE_SUFFIX.upper())):
+                continue
+            target = name[: -len(FILE_SUFFIX)]
+            if target in os.environ:
+                raise errors.ConfigError(f"{target} and {name} are both set; keep one")
+            values[target.lower()] = _read_secret(Path(path), name)
+        return values
+
+
+def _credentials(directory: str | None) -> dict[str, str | None]:
+    if not directory:
+        return {}
+    return {
+        path.name.lower(): _read_secret(path, f"credential {path.name}")
+        for path in sorted(Path(directory).iterdir())
+        if path.name.upper().startswith("RELAY_")
+    }
+
+
+def _read_secret(path: Path, origin: str) -> str:
+    try:
+        return path.read_text("utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise errors.ConfigError(f"{origin}: cannot read {path}: {exc}") from None
 
 
 def load(path: Path | None = None, **overrides: Any) -> Settings:
@@ -123,6 +179,10 @@ def load(path: Path | None = None, **overrides: Any) -> Settings:
         return Settings(**overrides)
     except pydantic.ValidationError as exc:
         raise errors.ConfigError(_describe(exc)) from None
+    except SettingsError as exc:
+        # A list variable or secret file that is not JSON, say.
+        hint = 'lists are JSON, such as ["a", "b"]'
+        raise errors.ConfigError(f"{exc} ({hint})") from None
     except ValueError as exc:  # tomllib.TOMLDecodeError among them
         source = f"configuration file {path}" if path else "configuration"
         raise errors.ConfigError(f"{source} is not valid TOML: {exc}") from None

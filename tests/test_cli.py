@@ -193,5 +193,72 @@ def test_help_lists_every_command() -> None:
         "get",
         "picklist",
         "sync",
+        "check-config",
     ):
         assert command in result.stdout
+
+
+def test_check_config_prints_the_settings_with_secrets_masked() -> None:
+    result = relay("check-config", **CREDENTIALS)
+
+    assert result.returncode == 0, result.stderr
+    assert "sense.client_id = 'id'" in result.stdout
+    assert "sense.client_secret = [set]" in result.stdout
+    assert "server.hook_tokens = 1 secret(s) set" in result.stdout
+    assert "a-client-secret" not in result.stdout + result.stderr
+    assert "a-hook-token" not in result.stdout + result.stderr
+
+
+def test_check_config_fails_like_serve_would() -> None:
+    result = relay("check-config", RELAY_SENSE__CLIENT_ID="id")
+
+    assert result.returncode == 2
+    assert "sense.client_secret" in result.stderr
+
+
+def test_secrets_can_come_from_files_and_systemd_credentials(tmp_path: Path) -> None:
+    secret_file = tmp_path / "client_secret"
+    secret_file.write_text("from-a-file\n")
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "RELAY_SENSE__CLIENT_ID").write_text("id-from-systemd\n")
+    environment = {
+        "RELAY_SENSE__CLIENT_SECRET_FILE": str(secret_file),
+        "RELAY_SERVER__HOOK_TOKENS": '["a-hook-token"]',
+        "CREDENTIALS_DIRECTORY": str(credentials),
+    }
+
+    result = relay("check-config", **environment)
+
+    assert result.returncode == 0, result.stderr
+    assert "sense.client_id = 'id-from-systemd'" in result.stdout
+    assert "sense.client_secret = [set]" in result.stdout
+
+
+def test_a_secret_set_twice_is_refused(tmp_path: Path) -> None:
+    secret_file = tmp_path / "client_secret"
+    secret_file.write_text("from-a-file")
+
+    result = relay(
+        "check-config",
+        **CREDENTIALS,
+        RELAY_SENSE__CLIENT_SECRET_FILE=str(secret_file),
+    )
+
+    assert result.returncode == 2
+    assert "RELAY_SENSE__CLIENT_SECRET and RELAY_SENSE__CLIENT_SECRET_FILE" in (
+        result.stderr
+    )
+
+
+def test_a_missing_secret_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere"
+
+    result = relay(
+        "check-config",
+        RELAY_SENSE__CLIENT_ID="id",
+        RELAY_SENSE__CLIENT_SECRET_FILE=str(missing),
+    )
+
+    assert result.returncode == 2
+    assert f"RELAY_SENSE__CLIENT_SECRET_FILE: cannot read {missing}" in result.stderr
