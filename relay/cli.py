@@ -18,6 +18,7 @@ import uvloop
 
 from relay import (
     __version__,
+    checks,
     config,
     daemon,
     entities,
@@ -81,14 +82,29 @@ def main() -> None:
 def serve(config_path: Path | None) -> None:
     """Accept ATS hooks and deliver them to Sense until SIGTERM or SIGINT."""
     settings = config.load(config_path)
-    config.require_sense_credentials(settings)
-    if not settings.server.hook_tokens:
-        raise errors.ConfigError(
-            "setting server.hook_tokens (RELAY_SERVER__HOOK_TOKENS) needs at least "
-            "one token"
-        )
+    checks.require_servable(settings)
     logs.configure(settings.log.level, settings.log.format)
     sys.exit(uvloop.run(daemon.serve(settings)))
+
+
+@main.command("check-config")
+@config_option
+@click.option(
+    "--online",
+    is_flag=True,
+    help="Also fetch a token and reach Sense's API (sends no data).",
+)
+@exits_cleanly
+def check_config(config_path: Path | None, online: bool) -> None:
+    """Validate the settings and print them, secrets masked (exit 2 if bad)."""
+    settings = config.load(config_path)
+    checks.require_servable(settings)
+    source = f"{config_path} and the environment" if config_path else "environment"
+    click.echo(f"configuration is valid ({source})")
+    click.echo("\n".join(checks.effective(settings)))
+    if online:
+        logs.configure("warning", "console", stream=sys.stderr)
+        click.echo("\n".join(asyncio.run(checks.online(settings))))
 
 
 @main.command()
