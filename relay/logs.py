@@ -43,8 +43,14 @@ def drop_secrets(
 def configure(
     level: str = "info", fmt: str = "json", stream: TextIO | None = None
 ) -> None:
-    """Sets up structlog for the whole process, writing to stdout by default."""
+    """Sets up structlog for the whole process, writing to stdout by default.
+
+    ``fmt`` "auto" means console on a terminal and JSON anywhere else, where
+    a program rather than a person reads the lines.
+    """
     stream = stream or sys.stdout
+    if fmt == "auto":
+        fmt = "console" if stream.isatty() else "json"
     # Under systemd or Docker stdout is a pipe, block-buffered by default:
     # flush each event so that logs are never stale or lost on a crash.
     if isinstance(stream, io.TextIOWrapper):
