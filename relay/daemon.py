@@ -51,6 +51,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
     short stays in the outbox and is sent after the next start.
     """
     metrics = Metrics()
+    metrics.flush_max_age_seconds.set(settings.flush.max_age_seconds)
     stopping, crashed = asyncio.Event(), asyncio.Event()
     async with (
         Outbox.open(

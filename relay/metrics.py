@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -100,6 +100,14 @@ class Metrics:
             "Duration of requests to Sense.",
             ["operation"],
             buckets=SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+
+        # A setting, exported so that alert rules can compare ages with it.
+        self.flush_max_age_seconds = Gauge(
+            "relay_flush_max_age_seconds",
+            "Setting flush.max_age_seconds: the longest a record waits for a "
+            "fuller batch.",
             registry=self.registry,
         )
 
