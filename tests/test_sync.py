@@ -79,8 +79,8 @@ async def test_a_jsonl_file_reaches_sense_in_full_batches(
     stored = sense.sandbox.records["candidates"]
     assert len(stored) == ROWS
     assert stored["c1199"]["city"] == "City 1199"
-    counts = [batch.record_count for batch in sense.sandbox.batches]
-    assert counts == [500, 500, 200]
+    counts = sorted(batch.record_count for batch in sense.sandbox.batches)
+    assert counts == [200, 500, 500]  # up to 4 in flight: any arrival order
     assert "watermark:" in out
 
 
