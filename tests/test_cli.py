@@ -192,5 +192,13 @@ def test_help_lists_every_command() -> None:
         "demo",
         "get",
         "picklist",
+        "resume",
     ):
         assert command in result.stdout
+
+
+def test_resume_help_lists_upload() -> None:
+    result = relay("resume", "--help")
+
+    assert result.returncode == 0
+    assert "upload" in result.stdout

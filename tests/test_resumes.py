@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,6 +15,7 @@ from relay import resumes
 from relay.sandbox import Fault
 from tests.conftest import HOOK_TOKEN, Hooks, SenseStandIn, candidate, eventually
 from tests.test_delivery import metric
+from tests.test_process import relay_process
 
 FIELDS = {
     "resume_id": "RES-1",
@@ -36,6 +39,20 @@ async def upload(
     **fields: str | None,
 ) -> tuple[int, Any]:
     """Posts a resume upload; a field given as None is left out of the form."""
+    return await post_upload(
+        hooks.session, hooks.base, candidate_id, file=file, token=token, **fields
+    )
+
+
+async def post_upload(
+    session: aiohttp.ClientSession,
+    base: str,
+    candidate_id: str,
+    *,
+    file: bytes | None = AWKWARD,
+    token: str | None = HOOK_TOKEN,
+    **fields: str | None,
+) -> tuple[int, Any]:
     form = aiohttp.FormData(default_to_multipart=True)
     for name, value in {**FIELDS, **fields}.items():
         if value is not None:
@@ -45,8 +62,8 @@ async def upload(
             "file", io.BytesIO(file), filename="cv.pdf", content_type="application/pdf"
         )
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = f"{hooks.base}/v1/candidates/{candidate_id}/resume"
-    async with hooks.session.post(url, data=form, headers=headers) as response:
+    url = f"{base}/v1/candidates/{candidate_id}/resume"
+    async with session.post(url, data=form, headers=headers) as response:
         return response.status, await response.json(content_type=None)
 
 
@@ -258,3 +275,27 @@ async def test_a_retried_dead_letter_is_delivered_once_sense_has_the_candidate(
         letters = await hooks.relay.uploads.dead_letters()
     assert moved == 1 and letters == []
     assert sense.sandbox.resumes[("c9", "RES-1")].file == AWKWARD
+
+
+async def test_an_acknowledged_upload_survives_kill_9_and_goes_after_restart(
+    tmp_path: Path, sense: SenseStandIn
+) -> None:
+    sense.sandbox.records["candidates"]["c1"] = {"id": "c1"}
+    sense.sandbox.script(*[Fault(status=503)] * 1000)
+    outbox = tmp_path / "outbox.db"
+    async with (
+        relay_process(outbox, sense.url) as (process, base),
+        aiohttp.ClientSession() as session,
+    ):
+        status, _ = await post_upload(session, base, "c1")
+        await eventually(lambda: resume_calls(sense) != [])
+
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+    sense.sandbox.reset()
+    sense.sandbox.records["candidates"]["c1"] = {"id": "c1"}
+
+    async with relay_process(outbox, sense.url):
+        await eventually(lambda: ("c1", "RES-1") in sense.sandbox.resumes)
+    assert status == 202
+    assert sense.sandbox.resumes[("c1", "RES-1")].file == AWKWARD
