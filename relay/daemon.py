@@ -27,8 +27,9 @@ from relay.uploads import Uploads
 
 log = structlog.get_logger("relay.daemon")
 
-# How often the in-memory outbox figures are re-read from the file, to pick
-# up rows another process (a dead-letter retry) put there.
+# How often the in-memory outbox figures (records and resume uploads) are
+# re-read from the file, to pick up rows another process (a dead-letter
+# retry) put there.
 STATS_REFRESH_S = 30.0
 
 
@@ -70,7 +71,8 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         tasks.append(
             _start_uploader(settings, uploads, box, client, metrics, stopping, crashed)
         )
-        refresher = _watched(_refresh_stats(box, stopping), "stats", crashed)
+        refreshing = _refresh_stats(box, uploads, stopping)
+        refresher = _watched(refreshing, "stats", crashed)
         tasks.append(asyncio.create_task(refresher, name="stats"))
         runner, port = await _start_ingest(settings, box, uploads, metrics, client)
         log.info(
@@ -197,12 +199,15 @@ async def _watched(work: Awaitable[None], name: str, crashed: asyncio.Event) -> 
         raise
 
 
-async def _refresh_stats(box: Outbox, stopping: asyncio.Event) -> None:
+async def _refresh_stats(
+    box: Outbox, uploads: Uploads, stopping: asyncio.Event
+) -> None:
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), STATS_REFRESH_S)
         if not stopping.is_set():
             await box.refresh_stats()
+            await uploads.refresh_stats()
 
 
 async def _start_ingest(

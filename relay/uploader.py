@@ -21,10 +21,6 @@ from relay.outbox import Outbox
 from relay.sense import Accepted, Issue, Outcome, Rejected, SenseClient
 from relay.uploads import PendingUpload, Refusal, Uploads
 
-# Uploads another process put in the file (a dead-letter retry) are noticed
-# within this long.
-REFRESH_S = 30.0
-
 
 class Uploader:
     """Delivers pending resume uploads, up to ``concurrency`` at a time."""
@@ -83,25 +79,22 @@ class Uploader:
             if claimed is not None:
                 return claimed
 
-        if not await self._wait_for_change():
-            await self._uploads.refresh_stats()
+        await self._wait_for_change()
         return None
 
-    async def _wait_for_change(self) -> bool:
+    async def _wait_for_change(self) -> None:
         """Waits for a new upload, a record leaving the outbox, or stopping.
 
-        Returns False if nothing happened within REFRESH_S.
+        Uploads another process adds (a dead-letter retry) count as new once
+        the daemon's periodic refresh has seen them.
         """
         events = (self._uploads.changed, self._outbox.removed, self._stopping)
         waiters = [asyncio.ensure_future(event.wait()) for event in events]
         try:
-            done, _ = await asyncio.wait(
-                waiters, timeout=REFRESH_S, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for waiter in waiters:
                 waiter.cancel()
-        return bool(done)
 
     async def _deliver_in_slot(
         self, pending: PendingUpload, slots: asyncio.Semaphore

@@ -8,7 +8,9 @@ import subprocess
 from pathlib import Path
 
 import orjson
+import pytest
 
+from relay import daemon
 from tests.conftest import HOOK_TOKEN, Hooks, SenseStandIn, candidate, eventually
 from tests.test_cli import relay
 from tests.test_resumes import upload
@@ -167,3 +169,19 @@ async def test_a_dead_upload_can_be_purged(start_relay, tmp_path: Path) -> None:
 
     assert "1 dead letter(s) deleted" in purged.stdout
     assert listed.stdout == ""
+
+
+async def test_a_retry_run_while_relay_serves_is_picked_up(
+    start_relay, sense: SenseStandIn, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon, "STATS_REFRESH_S", 0.2)
+    outbox = {"RELAY_OUTBOX__PATH": str(tmp_path / "outbox.db")}
+    async with start_relay(flush={"max_age_seconds": 0.05}) as hooks:
+        await upload(hooks, "c4")
+        await eventually(lambda: hooks.relay.uploads.stats.uploads == 0)
+        sense.sandbox.records["candidates"]["c4"] = {"id": "c4"}
+
+        retried = await asyncio.to_thread(relay, "dead-letters", "retry", **outbox)
+
+        await eventually(lambda: ("c4", "RES-1") in sense.sandbox.resumes)
+    assert "1 resume upload(s) back in the outbox" in retried.stdout
