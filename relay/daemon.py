@@ -23,11 +23,14 @@ from relay.notify import Notifier
 from relay.outbox import Outbox
 from relay.sense import SenseClient
 from relay.token import TokenCache
+from relay.uploader import Uploader
+from relay.uploads import Uploads
 
 log = structlog.get_logger("relay.daemon")
 
-# How often the in-memory outbox figures are re-read from the file, to pick
-# up rows another process (a dead-letter retry) put there.
+# How often the in-memory outbox figures (records and resume uploads) are
+# re-read from the file, to pick up rows another process (a dead-letter
+# retry) put there.
 STATS_REFRESH_S = 30.0
 
 
@@ -37,6 +40,7 @@ class Running:
 
     settings: Settings
     outbox: Outbox
+    uploads: Uploads
     metrics: Metrics
     port: int
     stopping: asyncio.Event
@@ -63,11 +67,16 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         aiohttp.ClientSession() as session,
     ):
         _watch_outbox(box, metrics)
+        uploads = await _watch_uploads(box, metrics)
         client = _sense_client(settings, session, metrics, stopping)
         tasks = _start_flushers(settings, box, client, metrics, stopping, crashed)
-        refresher = _watched(_refresh_stats(box, stopping), "stats", crashed)
+        tasks.append(
+            _start_uploader(settings, uploads, box, client, metrics, stopping, crashed)
+        )
+        refreshing = _refresh_stats(box, uploads, stopping)
+        refresher = _watched(refreshing, "stats", crashed)
         tasks.append(asyncio.create_task(refresher, name="stats"))
-        runner, port = await _start_ingest(settings, box, metrics, client)
+        runner, port = await _start_ingest(settings, box, uploads, metrics, client)
         log.info(
             "relay_started",
             host=settings.server.host,
@@ -75,7 +84,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             outbox=str(settings.outbox.path),
         )
         try:
-            yield Running(settings, box, metrics, port, stopping, crashed)
+            yield Running(settings, box, uploads, metrics, port, stopping, crashed)
         finally:
             await _stop(
                 runner, tasks, stopping, settings.shutdown.drain_timeout_seconds
@@ -120,6 +129,14 @@ def _watch_outbox(box: Outbox, metrics: Metrics) -> None:
     for entity, ledger in box.ledger.items():
         if ledger.recovered:
             log.info("outbox_recovered", entity=entity, records=ledger.recovered)
+
+
+async def _watch_uploads(box: Outbox, metrics: Metrics) -> Uploads:
+    uploads = await Uploads.load(box)
+    metrics.watch_uploads(uploads)
+    if uploads.ledger.recovered:
+        log.info("resumes_recovered", uploads=uploads.ledger.recovered)
+    return uploads
 
 
 @contextlib.asynccontextmanager
@@ -168,6 +185,23 @@ def _start_flushers(
     ]
 
 
+def _start_uploader(
+    settings: Settings,
+    uploads: Uploads,
+    box: Outbox,
+    client: SenseClient,
+    metrics: Metrics,
+    stopping: asyncio.Event,
+    crashed: asyncio.Event,
+) -> asyncio.Task[None]:
+    backoff = Backoff(settings.retry.base_seconds, settings.retry.cap_seconds)
+    uploader = Uploader(
+        uploads, box, client, backoff, metrics, settings.flush.concurrency
+    )
+    work = _watched(uploader.run(stopping), "upload-resumes", crashed)
+    return asyncio.create_task(work, name="upload-resumes")
+
+
 async def _watched(work: Awaitable[None], name: str, crashed: asyncio.Event) -> None:
     """Runs a background coroutine; a crash is logged and stops the daemon."""
     try:
@@ -178,18 +212,25 @@ async def _watched(work: Awaitable[None], name: str, crashed: asyncio.Event) -> 
         raise
 
 
-async def _refresh_stats(box: Outbox, stopping: asyncio.Event) -> None:
+async def _refresh_stats(
+    box: Outbox, uploads: Uploads, stopping: asyncio.Event
+) -> None:
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), STATS_REFRESH_S)
         if not stopping.is_set():
             await box.refresh_stats()
+            await uploads.refresh_stats()
 
 
 async def _start_ingest(
-    settings: Settings, box: Outbox, metrics: Metrics, client: SenseClient
+    settings: Settings,
+    box: Outbox,
+    uploads: Uploads,
+    metrics: Metrics,
+    client: SenseClient,
 ) -> tuple[web.AppRunner, int]:
-    ingest = Ingest(settings.server, box, metrics, client)
+    ingest = Ingest(settings.server, box, metrics, client, uploads)
     runner = web.AppRunner(ingest.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(

@@ -226,7 +226,7 @@ class Flusher:
         delay_s = self._backoff.delay_s(attempt)
         if exc.retry_after_s is not None:
             delay_s = 0.0  # the shared pause gate already holds every sender back
-        reason = _retry_reason(exc)
+        reason = retry_reason(exc)
         self._metrics.batches.labels(self.entity, "retried").inc()
         self._metrics.retries.labels(self.entity, reason).inc()
         event = "batch_retry_scheduled"
@@ -324,7 +324,8 @@ class Flusher:
         )
 
 
-def _retry_reason(exc: errors.SenseUnavailable) -> str:
+def retry_reason(exc: errors.SenseUnavailable) -> str:
+    """The ``reason`` label of relay_retries_total for a transient failure."""
     if isinstance(exc, errors.AuthRejected):
         return "auth"
     if exc.status is None:

@@ -1,7 +1,8 @@
 """The hook API the ATS posts to, plus health and metrics endpoints.
 
 ``POST /v1/{path}`` takes the same bodies Sense's own upsert endpoints take
-(one entity or an array) and answers 202 only once every record is durable.
+(one entity or an array) and answers 202 only once every record is durable;
+``POST /v1/candidates/{id}/resume`` does the same for one resume upload.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ import prometheus_client
 import structlog
 from aiohttp import web
 
-from relay import entities, errors, picklists, records
+from relay import entities, errors, picklists, records, resumes
 from relay.config import ServerSettings
 from relay.metrics import Metrics
 from relay.outbox import Outbox
 from relay.sense import SenseClient
+from relay.uploads import Uploads
 
 log = structlog.get_logger("relay.ingest")
 
@@ -47,9 +49,11 @@ class Ingest:
         box: Outbox,
         metrics: Metrics,
         sense: SenseClient,
+        uploads: Uploads,
     ) -> None:
         self._settings = settings
         self._outbox = box
+        self._uploads = uploads
         self._metrics = metrics
         self._sense = sense
         self._tokens = [t.get_secret_value().encode() for t in settings.hook_tokens]
@@ -60,6 +64,7 @@ class Ingest:
             middlewares=[self._errors_as_json, self._authenticate],
         )
         app.router.add_post("/v1/{path}", self.post_records)
+        app.router.add_post("/v1/candidates/{id}/resume", self.upload_resume)
         picklist = "/v1/{path}/possible-values/{field}"
         app.router.add_get(picklist, self.picklist)
         app.router.add_put(picklist, self.picklist)
@@ -109,6 +114,30 @@ class Ingest:
         [record] = self._validated(entity_type, [item])
         await self._store([replace(record, kind="patch")])
         return _json(202, {"accepted": 1})
+
+    async def upload_resume(self, request: web.Request) -> web.Response:
+        """Accepts one resume upload once its file and fields are durable."""
+        upload = await self._read_upload(request, request.match_info["id"])
+        try:
+            await self._uploads.add(upload)
+        except errors.OutboxFull as exc:
+            raise _outbox_full(exc) from exc
+        return _json(202, {"accepted": 1})
+
+    async def _read_upload(
+        self, request: web.Request, candidate_id: str
+    ) -> resumes.Upload:
+        try:
+            return await resumes.read(request, candidate_id)
+        except resumes.NotMultipart as exc:
+            refusal = RequestError(415, {"error": str(exc)})
+        except resumes.FileTooLarge as exc:
+            problem = records.Problem(0, candidate_id, "file", str(exc))
+            refusal = _invalid_upload(413, [problem])
+        except resumes.InvalidUpload as exc:
+            refusal = _invalid_upload(422, exc.problems)
+        self._metrics.resumes_rejected.inc()
+        raise refusal
 
     def _validated(
         self, entity_type: entities.EntityType, items: list[Any]
@@ -181,11 +210,7 @@ class Ingest:
         try:
             await self._outbox.add(accepted)
         except errors.OutboxFull as exc:
-            raise RequestError(
-                503,
-                {"error": "the outbox is full; retry later"},
-                **{"Retry-After": str(exc.retry_after_s)},
-            ) from exc
+            raise _outbox_full(exc) from exc
 
     async def _body(self, request: web.Request) -> bytes:
         # aiohttp inflates a gzip body as it reads, and the size limit counts
@@ -247,6 +272,22 @@ def _entity_type(path: str) -> entities.EntityType:
             },
         )
     return entity_type
+
+
+def _outbox_full(exc: errors.OutboxFull) -> RequestError:
+    return RequestError(
+        503,
+        {"error": "the outbox is full; retry later"},
+        **{"Retry-After": str(exc.retry_after_s)},
+    )
+
+
+def _invalid_upload(status: int, problems: list[records.Problem]) -> RequestError:
+    body = {
+        "error": "invalid resume upload",
+        "problems": [problem.as_dict() for problem in problems],
+    }
+    return RequestError(status, body)
 
 
 def _items(body: bytes, max_records: int) -> list[Any]:

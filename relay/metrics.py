@@ -6,7 +6,8 @@ cannot hide::
     accepted + recovered == delivered + coalesced + dead_lettered + pending
 
 where ``recovered`` counts the records found pending when the daemon started
-and ``pending`` is ``relay_outbox_records``.
+and ``pending`` is ``relay_outbox_records``. Resume uploads reconcile the same
+way, with ``relay_resumes_*_total`` and ``relay_outbox_resumes``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from relay.outbox import Outbox
+from relay.outbox import Ledger, Outbox
+from relay.uploads import Uploads
 
 RECORD_BUCKETS = (1, 5, 10, 25, 50, 100, 200, 300, 400, 450, 500)
 BYTE_BUCKETS = (
@@ -75,6 +77,16 @@ class Metrics:
             "Warnings Sense returned with accepted batches.",
             ["entity"],
         )
+        self.resumes_rejected = Counter(
+            "relay_resumes_rejected",
+            "Resume uploads refused at ingest (413, 415 or 422).",
+            registry=self.registry,
+        )
+        self.resume_retries = counter(
+            "resume_retries",
+            "Resume upload attempts retried after a transient failure.",
+            ["reason"],
+        )
         self.token_requests = counter(
             "token_requests",
             "Requests to Sense's token endpoint, by outcome.",
@@ -115,6 +127,10 @@ class Metrics:
         """Exports outbox depth, size, age and coalescing, read at scrape time."""
         self.registry.register(_OutboxCollector(box))
 
+    def watch_uploads(self, uploads: Uploads) -> None:
+        """Exports pending resume uploads and their ledger, read at scrape time."""
+        self.registry.register(_UploadCollector(uploads))
+
     def _counter(self, name: str, documentation: str, labels: list[str]) -> Counter:
         return Counter(f"relay_{name}", documentation, labels, registry=self.registry)
 
@@ -154,3 +170,37 @@ class _OutboxCollector(Collector):
             for entity, ledger in sorted(self._outbox.ledger.items()):
                 family.add_metric([entity], getattr(ledger, field))
             yield family
+
+
+class _UploadCollector(Collector):
+    def __init__(self, uploads: Uploads) -> None:
+        self._uploads = uploads
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._uploads.stats
+        oldest = stats.oldest_accepted_at
+        yield GaugeMetricFamily(
+            "relay_outbox_resumes",
+            "Resume uploads pending delivery.",
+            value=stats.uploads,
+        )
+        yield GaugeMetricFamily(
+            "relay_outbox_resume_bytes",
+            "File bytes of resume uploads pending delivery.",
+            value=stats.bytes,
+        )
+        yield GaugeMetricFamily(
+            "relay_outbox_oldest_resume_age_seconds",
+            "Age of the oldest resume upload pending delivery (0 when none).",
+            value=max(0.0, time.time() - oldest) if oldest else 0.0,
+        )
+        yield from _resume_ledger(self._uploads.ledger)
+
+
+def _resume_ledger(ledger: Ledger) -> Iterator[Metric]:
+    for field, documentation in LEDGER.items():
+        yield CounterMetricFamily(
+            f"relay_resumes_{field}",
+            documentation.replace("Records", "Resume uploads"),
+            value=getattr(ledger, field),
+        )

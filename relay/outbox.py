@@ -13,7 +13,7 @@ import contextlib
 import sqlite3
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -98,6 +98,10 @@ class Outbox:
         self.max_bytes = max_bytes
         self.stats: dict[str, EntityStats] = defaultdict(EntityStats)
         self.changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
+        # Set whenever settled versions leave the outbox, for work that waits
+        # on a record being delivered first (resume uploads).
+        self.removed = asyncio.Event()
+        self._held_beside: list[Callable[[], tuple[int, int]]] = []
         # Per entity type, the version of each record in a batch being sent.
         self._in_flight: dict[str, dict[str, int]] = defaultdict(dict)
         self.ledger: dict[str, Ledger] = defaultdict(Ledger)
@@ -224,11 +228,36 @@ class Outbox:
 
         await self._write(remove)
         self.release([*delivered, *(r.pending for r in refused)])
+        self.removed.set()
 
     def release(self, claimed: Iterable[Pending]) -> None:
         """Forgets a claim without settling it (the records stay pending)."""
         for pending in claimed:
             self._in_flight[pending.entity].pop(pending.record_id, None)
+
+    async def write(self, work: Work) -> Any:
+        """Runs ``work`` in the writer's next group commit; returns once committed.
+
+        For rows kept beside the records in the same file (resume uploads),
+        so that they share commits and are ordered with the records.
+        """
+        return await self._write(work)
+
+    def next_seq(self) -> int:
+        """A version number above every one given out or stored so far."""
+        return self._next_seq()
+
+    def hold_beside(self, held: Callable[[], tuple[int, int]]) -> None:
+        """Counts rows kept beside the records (rows, bytes) against the caps."""
+        self._held_beside.append(held)
+
+    def check_room(self, rows: int, size: int) -> None:
+        """Raises OutboxFull if ``rows`` more rows of ``size`` bytes pass a cap."""
+        beside = [held() for held in self._held_beside]
+        held_rows = self.total_records() + sum(count for count, _ in beside)
+        held_bytes = self.total_bytes() + sum(size for _, size in beside)
+        if held_rows + rows > self.max_records or held_bytes + size > self.max_bytes:
+            raise errors.OutboxFull(OUTBOX_FULL_RETRY_AFTER_S)
 
     def total_records(self) -> int:
         return sum(stats.records for stats in self.stats.values())
@@ -353,12 +382,7 @@ class Outbox:
         return self._last_seq
 
     def _check_room(self, records: Sequence[Record]) -> None:
-        new_bytes = sum(len(record.body) for record in records)
-        if (
-            self.total_records() + len(records) > self.max_records
-            or self.total_bytes() + new_bytes > self.max_bytes
-        ):
-            raise errors.OutboxFull(OUTBOX_FULL_RETRY_AFTER_S)
+        self.check_room(len(records), sum(len(record.body) for record in records))
 
     async def _merge_patches(
         self, db: aiosqlite.Connection, rows: list[tuple[Any, ...]]

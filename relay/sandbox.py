@@ -3,7 +3,8 @@
 Sense has no public sandbox. Users run this one to try their hooks end to end,
 and relay's tests deliver to it over real sockets, so it is strict: bearer
 tokens expire, a batch holds 1 to 500 records under 256 kB as received, and
-every record passes ``relay.records.validate`` or the whole request is refused.
+every record passes ``relay.records.validate`` or the whole request is refused,
+and a resume upload must be a complete form for a candidate it holds.
 Everything lives in memory; nothing is processed asynchronously, so a 201
 means the records are already stored and retrievable.
 """
@@ -28,7 +29,7 @@ import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from relay import entities, picklists, records
+from relay import entities, picklists, records, resumes
 
 log = structlog.get_logger(__name__)
 
@@ -49,11 +50,14 @@ class SandboxSettings:
     token_lifetime_s: int = 300
     max_records: int = 500
     max_compressed_bytes: int = 256_000
+    max_resume_bytes: int = resumes.MAX_FILE_BYTES
 
 
 @dataclass
 class Fault:
-    """One scripted answer to an upsert request, given once it is authorized.
+    """One scripted answer to a write (upsert, patch or resume upload).
+
+    It is given once the request is authorized and its body read.
 
     Waits delay_s, then answers status (with Retry-After when retry_after_s is
     set) or closes the socket without answering. A fault with neither only
@@ -133,12 +137,15 @@ class Sandbox:
         self._rejected: dict[str, tuple[str, bool]] = {}
         self._warned: dict[str, str] = {}
         self.picklists: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        # Keyed by (candidate id, resume id), as Sense identifies a resume.
+        self.resumes: dict[tuple[str, str], resumes.Upload] = {}
 
     def reset(self) -> None:
         """Forgets records, observations, faults and rejections; tokens stay valid."""
         for stored in self.records.values():
             stored.clear()
         self.batches.clear()
+        self.resumes.clear()
         self.token_requests = 0
         self.requests.clear()
         self._faults.clear()
@@ -147,7 +154,7 @@ class Sandbox:
         log.info("sandbox_state_reset")
 
     def script(self, *faults: Fault) -> None:
-        """Queues faults; each answers one later upsert request, in order."""
+        """Queues faults; each answers one later write request, in order."""
         self._faults.extend(faults)
         log.info("sandbox_faults_scripted", faults=len(faults))
 
@@ -187,6 +194,7 @@ class Sandbox:
             "token_requests": self.token_requests,
             "batches": len(self.batches),
             "records": {path: len(stored) for path, stored in self.records.items()},
+            "resumes": len(self.resumes),
             "mean_records_per_batch": statistics.fmean(counts) if counts else 0.0,
             "mean_body_bytes": statistics.fmean(sizes) if sizes else 0.0,
             "max_body_bytes": max(sizes, default=0),
@@ -200,6 +208,7 @@ class Sandbox:
         )
         app.router.add_post(TOKEN_PATH, self._issue_token)
         app.router.add_post(API_PREFIX + "/{path}", self._upsert)
+        app.router.add_post(API_PREFIX + "/candidates/{id}/resume", self._resume)
         picklist = API_PREFIX + "/{path}/possible-values/{field}"
         app.router.add_get(picklist, self._possible_values)
         app.router.add_put(picklist, self._possible_values)
@@ -316,6 +325,45 @@ class Sandbox:
         return _json(
             201, {"message": ACCEPTED_MESSAGE, "request_id": str(uuid.uuid4())}
         )
+
+    async def _resume(self, request: web.Request) -> web.Response:
+        """Sense's resume upload: one file for a candidate it already holds."""
+        self._authorize(request)
+        candidate_id = request.match_info["id"]
+        upload = await self._resume_form(request, candidate_id)
+        await self._answer_fault(request)
+
+        if candidate_id not in self.records["candidates"]:
+            raise _refusal(404, _error(candidate_id, "No Candidate has this id."))
+        self.resumes[upload.key] = upload
+
+        log.info("sandbox_resume_accepted", file_bytes=len(upload.file))
+        request_id = str(uuid.uuid4())
+        return _json(
+            201,
+            {"message": f"request {request_id} is received", "request_id": request_id},
+        )
+
+    async def _resume_form(
+        self, request: web.Request, candidate_id: str
+    ) -> resumes.Upload:
+        # Messages as in the reference's examples for this endpoint. It lists
+        # only 400 there, the size limit included; the sandbox answers 413 as
+        # Sense's other endpoints do, and relay treats the two alike.
+        if request.content_type != "multipart/form-data":
+            message = "Content-Type must be multipart/form-data"
+            raise _refusal(400, _error(None, message))
+        limit = self.settings.max_resume_bytes
+        try:
+            return await resumes.read(request, candidate_id, limit)
+        except resumes.NotMultipart:
+            message = "The body is not a valid multipart/form-data form."
+            raise _refusal(400, _error(None, message)) from None
+        except resumes.FileTooLarge:
+            message = f"The file is over {limit} bytes."
+            raise _refusal(413, _error(candidate_id, message, ["file"])) from None
+        except resumes.InvalidUpload as exc:
+            raise _refusal(400, *map(_form_error, exc.problems)) from None
 
     async def _received_body(self, request: web.Request) -> tuple[bytes, int]:
         """Reads a write's body as Sense does: fault, size, type, then gzip.
@@ -584,6 +632,19 @@ def _by_index(problem: records.Problem) -> int:
 def _problem_error(problem: records.Problem) -> dict[str, Any]:
     path = None if problem.field is None else [problem.field]
     return _error(problem.id, problem.message, path)
+
+
+def _form_error(problem: records.Problem) -> dict[str, Any]:
+    field = problem.field
+    path = None if field is None else [field]
+    if problem.message == resumes.REQUIRED_MESSAGE:
+        message = f"Missing required form field: {field}"
+    elif field == "file_extension":
+        allowed = ", ".join(sorted(resumes.EXTENSIONS))
+        message = f"Invalid file_extension. Allowed: {allowed}"
+    else:
+        message = f"{field} {problem.message}" if field else problem.message
+    return _error(problem.id, message, path)
 
 
 def _drop(request: web.Request) -> None:

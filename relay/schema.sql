@@ -36,3 +36,31 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+
+-- Resume uploads waiting for Sense: one row per (candidate, resume id), the
+-- newest accepted file. fields holds the form's text fields as JSON.
+CREATE TABLE IF NOT EXISTS resumes (
+    candidate_id TEXT    NOT NULL,
+    resume_id    TEXT    NOT NULL,
+    seq          INTEGER NOT NULL,
+    accepted_at  REAL    NOT NULL,
+    size         INTEGER NOT NULL,
+    fields       BLOB    NOT NULL,
+    file         BLOB    NOT NULL,
+    UNIQUE (candidate_id, resume_id)
+);
+
+CREATE INDEX IF NOT EXISTS resumes_by_age ON resumes (accepted_at);
+
+-- Resume uploads Sense refused for good, kept like dead_letters.
+CREATE TABLE IF NOT EXISTS resume_dead_letters (
+    candidate_id TEXT    NOT NULL,
+    resume_id    TEXT    NOT NULL,
+    seq          INTEGER NOT NULL,
+    failed_at    REAL    NOT NULL,
+    status       INTEGER,
+    reason       TEXT    NOT NULL,
+    fields       BLOB    NOT NULL,
+    file         BLOB    NOT NULL,
+    UNIQUE (candidate_id, resume_id)
+);

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import io
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,7 @@ import aiohttp
 import orjson
 import structlog
 
-from relay import errors
+from relay import errors, resumes
 from relay.backoff import PauseGate
 from relay.batch import Batch
 from relay.config import SenseSettings
@@ -20,6 +21,10 @@ from relay.metrics import Metrics
 from relay.token import TokenCache
 
 log = structlog.get_logger("relay.sense")
+
+# aiohttp warns that writing a body this large in one piece may stall the
+# event loop; a resume upload can be 4 MB, so such bodies go in chunks.
+LARGE_BODY_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +124,33 @@ class SenseClient:
         # the records: retry rather than dead-letter the whole outbox.
         raise errors.SenseUnavailable(f"Sense answered HTTP {status}", status=status)
 
+    async def upload_resume(self, upload: resumes.Upload) -> Outcome:
+        """Sends one resume upload; returns Sense's verdict on it.
+
+        Raises SenseUnavailable for anything worth retrying unchanged, as
+        ``send`` does.
+        """
+        base = self._settings.base_url.rstrip("/")
+        candidate_id = quote(upload.candidate_id, safe="")
+        url = f"{base}/candidates/{candidate_id}/resume"
+        body, content_type = await resumes.encode(upload)
+        headers = {"Content-Type": content_type}
+
+        status, payload = await self._call("resume", "POST", url, body, headers)
+
+        if status in (200, 201):
+            return Accepted(_issues(payload, "warnings"))
+        if status == 413:
+            return TooLarge()
+        if status in (400, 404):
+            # A 404 here means Sense has no such candidate (the uploader
+            # waits for the candidate's pending versions first).
+            issues = _issues(payload, "errors") or [
+                Issue(upload.candidate_id, _REFUSED_UPLOAD[status], None)
+            ]
+            return Rejected(issues, status=status)
+        raise errors.SenseUnavailable(f"Sense answered HTTP {status}", status=status)
+
     async def fetch(self, entity: str, record_id: str) -> tuple[int, Any]:
         """Fetches one entity; returns Sense's status (200, 400 or 404) and body.
 
@@ -193,9 +225,10 @@ class SenseClient:
     ) -> tuple[int, Any, float | None]:
         started = time.monotonic()
         timeout = aiohttp.ClientTimeout(total=self._settings.request_timeout_seconds)
+        data = io.BytesIO(body) if len(body) > LARGE_BODY_BYTES else body or None
         try:
             async with self._session.request(
-                method, url, data=body or None, headers=headers, timeout=timeout
+                method, url, data=data, headers=headers, timeout=timeout
             ) as response:
                 payload = await _json_or_none(response)
                 retry_after_s = _retry_after_s(response.headers.get("Retry-After"))
@@ -213,6 +246,12 @@ class SenseClient:
         self.health.last_status = status
         self.health.last_ok = status is not None and status < 500 and status != 429
         self.health.last_at = time.time()
+
+
+_REFUSED_UPLOAD = {
+    400: "Sense refused the upload",
+    404: "Sense has no candidate with this id",
+}
 
 
 async def _json_or_none(response: aiohttp.ClientResponse) -> Any:

@@ -61,7 +61,10 @@ SELECT entity, count(*), total(size), min(accepted_at) FROM outbox
 GROUP BY entity
 """
 HIGHEST_SEQ = """
-SELECT max(seq) FROM (SELECT seq FROM outbox UNION ALL SELECT seq FROM dead_letters)
+SELECT max(seq) FROM (
+    SELECT seq FROM outbox UNION ALL SELECT seq FROM dead_letters
+    UNION ALL SELECT seq FROM resumes UNION ALL SELECT seq FROM resume_dead_letters
+)
 """
 # ?1 is an entity path, or NULL for every entity type.
 DEAD_LETTERS = """
@@ -159,3 +162,75 @@ async def retry_dead_letters(db: aiosqlite.Connection, entity: str | None) -> in
     moved = cursor.rowcount
     await db.execute(f"DELETE FROM dead_letters WHERE {condition}", args)
     return moved
+
+
+# -- resume uploads -----------------------------------------------------
+
+UPLOAD_VERSION = """
+SELECT seq, size FROM resumes WHERE candidate_id = ? AND resume_id = ?
+"""
+# A replacement takes the newer acceptance time too: it must wait for every
+# change to its candidate accepted before it, not only before the first file.
+UPSERT_UPLOAD = """
+INSERT INTO resumes
+    (candidate_id, resume_id, seq, accepted_at, size, fields, file)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (candidate_id, resume_id) DO UPDATE SET
+    seq = excluded.seq,
+    accepted_at = excluded.accepted_at,
+    size = excluded.size,
+    fields = excluded.fields,
+    file = excluded.file
+"""
+# An upload waits while its candidate has a version in the outbox (pending
+# or being sent) accepted no later than the upload: Sense needs the
+# candidate before it can take the file.
+CLAIMABLE_UPLOADS = """
+SELECT candidate_id, resume_id FROM resumes AS upload
+WHERE NOT EXISTS (
+    SELECT 1 FROM outbox
+    WHERE outbox.entity = 'candidates'
+        AND outbox.record_id = upload.candidate_id
+        AND outbox.accepted_at <= upload.accepted_at
+)
+ORDER BY accepted_at LIMIT ?
+"""
+UPLOAD = """
+SELECT seq, fields, file FROM resumes WHERE candidate_id = ? AND resume_id = ?
+"""
+SETTLE_UPLOAD = """
+DELETE FROM resumes WHERE candidate_id = ? AND resume_id = ? AND seq = ?
+RETURNING size
+"""
+DROP_OLDER_DEAD_UPLOAD = """
+DELETE FROM resume_dead_letters
+WHERE candidate_id = ? AND resume_id = ? AND seq < ?
+"""
+DEAD_LETTER_UPLOAD = """
+INSERT INTO resume_dead_letters
+    (candidate_id, resume_id, seq, failed_at, status, reason, fields, file)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (candidate_id, resume_id) DO UPDATE SET
+    seq = excluded.seq,
+    failed_at = excluded.failed_at,
+    status = excluded.status,
+    reason = excluded.reason,
+    fields = excluded.fields,
+    file = excluded.file
+WHERE excluded.seq > resume_dead_letters.seq
+"""
+RECOUNT_UPLOADS = "SELECT count(*), total(size), min(accepted_at) FROM resumes"
+OLDEST_UPLOAD = "SELECT min(accepted_at) FROM resumes"
+DEAD_UPLOADS = """
+SELECT candidate_id, resume_id, seq, failed_at, status, reason, fields, file
+FROM resume_dead_letters ORDER BY failed_at
+"""
+# A pending upload with the same key is newer: it wins over the replay.
+RETRY_DEAD_UPLOADS = """
+INSERT INTO resumes
+    (candidate_id, resume_id, seq, accepted_at, size, fields, file)
+SELECT candidate_id, resume_id, seq, ?, length(file), fields, file
+FROM resume_dead_letters WHERE true
+ON CONFLICT (candidate_id, resume_id) DO NOTHING
+"""
+PURGE_DEAD_UPLOADS = "DELETE FROM resume_dead_letters"

@@ -194,6 +194,7 @@ def test_help_lists_every_command() -> None:
         "picklist",
         "sync",
         "check-config",
+        "resume",
     ):
         assert command in result.stdout
 
@@ -262,3 +263,10 @@ def test_a_missing_secret_file_is_named(tmp_path: Path) -> None:
 
     assert result.returncode == 2
     assert f"RELAY_SENSE__CLIENT_SECRET_FILE: cannot read {missing}" in result.stderr
+
+
+def test_resume_help_lists_upload() -> None:
+    result = relay("resume", "--help")
+
+    assert result.returncode == 0
+    assert "upload" in result.stdout
