@@ -296,6 +296,20 @@ class Outbox:
 
         return int(await self._write(purge))
 
+    # -- shared with the write-back inbox ---------------------------------
+
+    async def write(self, work: Work) -> Any:
+        """Runs ``work`` in the writer's next transaction; returns once committed.
+
+        The write-back inbox writes through here, so the file keeps a single
+        writer and its commits are grouped with the hooks'.
+        """
+        return await self._write(work)
+
+    async def read(self, statement: str, args: tuple[Any, ...]) -> list[Any]:
+        """Runs one query on the reading connection, beside the writer."""
+        return await self._read(statement, args)
+
     # -- internals ------------------------------------------------------
 
     async def _connect(self, durability: str) -> None:

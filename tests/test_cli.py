@@ -109,7 +109,9 @@ def test_the_readme_table_lists_every_setting_with_its_default() -> None:
             row = rows[f"{section}.{key}"]
             variable = f"RELAY_{section.upper()}__{key.upper()}"
             shown = (
-                "none (required)"
+                "none"
+                if default is None
+                else "none (required)"
                 if default in ("", [], "**********")
                 else (
                     str(default).lower() if isinstance(default, bool) else str(default)
