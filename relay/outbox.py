@@ -466,9 +466,11 @@ class Outbox:
 
     async def _read(self, statement: str, args: tuple[Any, ...]) -> list[Any]:
         assert self._reader is not None, "the outbox is closed"
+        # One call on the connection's thread: with execute and fetchall as
+        # two, another read could run between them inside the first one's
+        # read transaction and see the file as it was before later commits.
         try:
-            async with self._reader.execute(statement, args) as cursor:
-                return list(await cursor.fetchall())
+            return list(await self._reader.execute_fetchall(statement, args))
         except sqlite3.Error as exc:
             raise errors.OutboxError(f"cannot read outbox {self.path}: {exc}") from exc
 
