@@ -90,6 +90,7 @@ def serve(config_path: Path | None) -> None:
             "setting server.hook_tokens (RELAY_SERVER__HOOK_TOKENS) needs at least "
             "one token"
         )
+    config.require_writeback(settings)
     logs.configure(settings.log.level, settings.log.format)
     sys.exit(uvloop.run(daemon.serve(settings)))
 

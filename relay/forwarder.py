@@ -30,7 +30,7 @@ STATS_REFRESH_S = 30.0
 
 
 class Forwarder:
-    """Delivers the inbox to the ATS; ``deliver`` also serves ENTITY_CREATE."""
+    """Delivers the inbox to the ATS; ``attempt`` also serves ENTITY_CREATE."""
 
     def __init__(
         self,
@@ -69,21 +69,32 @@ class Forwarder:
         finally:
             await asyncio.gather(*sending)
 
-    async def deliver(
-        self, stored: Stored, timeout_s: float | None = None
-    ) -> Answer | None:
+    async def deliver(self, stored: Stored) -> Answer | None:
         """Makes one attempt and settles it; None if it is already being sent."""
-        if stored.id in self._in_flight:
+        if not self.claim(stored.id):
             return None
-        self._in_flight.add(stored.id)
         try:
-            started = time.monotonic()
-            answer = await self._client.deliver(stored.type, stored.body, timeout_s)
-            await self._settle(stored, answer, time.monotonic() - started)
+            return await self.attempt(stored)
         finally:
-            self._in_flight.discard(stored.id)
-            # The next write-back of the same subject may go now.
-            self._inbox.changed.set()
+            self.release(stored.id)
+
+    def claim(self, writeback_id: str) -> bool:
+        """Reserves a write-back for one sender; False if another has it."""
+        if writeback_id in self._in_flight:
+            return False
+        self._in_flight.add(writeback_id)
+        return True
+
+    def release(self, writeback_id: str) -> None:
+        self._in_flight.discard(writeback_id)
+        # The next write-back of the same subject may go now.
+        self._inbox.changed.set()
+
+    async def attempt(self, stored: Stored, timeout_s: float | None = None) -> Answer:
+        """Posts a write-back the caller has claimed, and settles the answer."""
+        started = time.monotonic()
+        answer = await self._client.deliver(stored.type, stored.body, timeout_s)
+        await self._settle(stored, answer, time.monotonic() - started)
         return answer
 
     async def _wait_for_work(self, stopping: asyncio.Event) -> None:
@@ -115,9 +126,11 @@ class Forwarder:
             "attempt": attempt,
             "duration_ms": round(elapsed_s * 1000, 1),
         }
+        # Counted before settling: once the inbox shows the outcome, so do
+        # the counters.
         if isinstance(answer, Delivered):
-            await self._inbox.delivered(stored.id, answer.status, answer.entity_id)
             self._metrics.writeback_delivery_attempts.labels("delivered").inc()
+            await self._inbox.delivered(stored.id, answer.status, answer.entity_id)
             log.info("writeback_delivered", status=answer.status, **fields)
         elif isinstance(answer, Refused):
             self._metrics.writeback_delivery_attempts.labels("refused").inc()
@@ -153,6 +166,6 @@ class Forwarder:
         reason: str,
         fields: dict[str, object],
     ) -> None:
-        await self._inbox.dead_letter(stored.id, status, reason)
         self._metrics.writebacks_dead_lettered.inc()
+        await self._inbox.dead_letter(stored.id, status, reason)
         log.error("writeback_dead_lettered", status=status, reason=reason, **fields)

@@ -54,7 +54,7 @@ class Receipt:
 
 @dataclass(slots=True)
 class InboxStats:
-    """Figures for the metrics, re-read after every change."""
+    """Figures for the metrics, re-read with every change."""
 
     pending: int = 0
     oldest_received_at: float | None = None
@@ -87,12 +87,9 @@ class Inbox:
                 sql.INSERT_WRITEBACK,
                 (writeback.id, writeback.type, writeback.subject, now, writeback.body),
             )
-            new = cursor.rowcount == 1
-            if new:
-                await self._recount(db)
-            return Receipt(await _row(db, writeback.id), new)
+            return Receipt(await _row(db, writeback.id), cursor.rowcount == 1)
 
-        receipt: Receipt = await self._outbox.write(store)
+        receipt: Receipt = await self._change(store)
         if receipt.new:
             self.changed.set()
         return receipt
@@ -167,7 +164,7 @@ class Inbox:
 
     async def refresh_stats(self) -> None:
         """Re-reads the figures, catching changes made by another process."""
-        await self._outbox.write(self._recount)
+        await self._change(_nothing)
 
     async def _settle(
         self,
@@ -181,21 +178,24 @@ class Inbox:
         await self._change(lambda db: db.execute(sql.SETTLE_WRITEBACK, args))
 
     async def _change(self, work: Any) -> Any:
-        # The figures are re-read in the same unit as the change, so that a
-        # scrape never sees one without the other.
-        async def change(db: aiosqlite.Connection) -> Any:
-            result = await work(db)
-            await self._recount(db)
-            return result
+        # The figures are read in the same unit as the change and shown once
+        # it has committed, so that they never run ahead of the file.
+        async def change(db: aiosqlite.Connection) -> tuple[Any, InboxStats]:
+            return await work(db), await _figures(db)
 
-        return await self._outbox.write(change)
+        result, self.stats = await self._outbox.write(change)
+        return result
 
-    async def _recount(self, db: aiosqlite.Connection) -> None:
-        [(pending, oldest)] = await db.execute_fetchall(sql.PENDING_WRITEBACKS)
-        [(dead,)] = await db.execute_fetchall(sql.DEAD_WRITEBACKS)
-        self.stats.pending = int(pending)
-        self.stats.oldest_received_at = None if oldest is None else float(oldest)
-        self.stats.dead_letters = int(dead)
+
+async def _nothing(db: aiosqlite.Connection) -> None:
+    return None
+
+
+async def _figures(db: aiosqlite.Connection) -> InboxStats:
+    [(pending, oldest)] = await db.execute_fetchall(sql.PENDING_WRITEBACKS)
+    [(dead,)] = await db.execute_fetchall(sql.DEAD_WRITEBACKS)
+    oldest_received_at = None if oldest is None else float(oldest)
+    return InboxStats(int(pending), oldest_received_at, int(dead))
 
 
 async def _row(db: aiosqlite.Connection, writeback_id: str) -> Stored:

@@ -75,9 +75,22 @@ class Receiver:
         """Stores one write-back and answers with its id once it is durable."""
         received = self._parsed(await self._body(request))
 
-        receipt = await self._inbox.receive(received)
+        # Claimed before it is stored, so that the forwarder leaves a new
+        # ENTITY_CREATE to this request, which must answer with its id.
+        creating = received.type == writeback.ENTITY_CREATE
+        claimed = creating and self._forwarder.claim(received.id)
+        try:
+            receipt = await self._inbox.receive(received)
+            self._count(received, receipt.new)
+            if creating:
+                return await self._created(receipt.stored, claimed)
+        finally:
+            if claimed:
+                self._forwarder.release(received.id)
+        return _json(200, {"id": received.id})
 
-        outcome = "stored" if receipt.new else "duplicate"
+    def _count(self, received: writeback.WriteBack, new: bool) -> None:
+        outcome = "stored" if new else "duplicate"
         self._metrics.writebacks_received.labels(received.type_label, outcome).inc()
         log.info(
             "writeback_received",
@@ -85,9 +98,6 @@ class Receiver:
             type=received.type,
             outcome=outcome,
         )
-        if received.type == writeback.ENTITY_CREATE:
-            return await self._created(receipt.stored)
-        return _json(200, {"id": received.id})
 
     def _parsed(self, body: bytes) -> writeback.WriteBack:
         try:
@@ -98,12 +108,12 @@ class Receiver:
             status = 422 if all(p.field for p in exc.problems) else 400
             raise Refusal(status, {"error": str(exc), "problems": problems}) from None
 
-    async def _created(self, stored: Stored) -> web.Response:
+    async def _created(self, stored: Stored, claimed: bool) -> web.Response:
         """Answers an ENTITY_CREATE with the id the ATS gave the new entity."""
         if stored.state == PENDING:
-            timeout_s = self._settings.create_timeout_seconds
-            if await self._forwarder.deliver(stored, timeout_s) is None:
+            if not claimed:
                 raise _try_later("the write-back is being delivered to the ATS")
+            await self._forwarder.attempt(stored, self._settings.create_timeout_seconds)
             stored = await self._stored(stored.id)
 
         if stored.state == DELIVERED:
