@@ -23,6 +23,14 @@ CREDENTIALS = {
     "RELAY_SERVER__HOOK_TOKENS": '["a-hook-token"]',
 }
 
+WRITEBACK_ON = {
+    "RELAY_WRITEBACK__ENABLED": "true",
+    "RELAY_WRITEBACK__BEHIND_TLS_PROXY": "true",
+    "RELAY_WRITEBACK__TOKENS": '["a-writeback-token"]',
+    "RELAY_WRITEBACK__ATS_URL": "http://127.0.0.1:9/writebacks",
+    "RELAY_WRITEBACK__ATS_TOKEN": "an-ats-token",
+}
+
 
 def relay(*args: str, **environment: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -45,6 +53,15 @@ def relay(*args: str, **environment: str) -> subprocess.CompletedProcess[str]:
         ({"RELAY_SENSE__CLIENT_ID": ""}, "sense.client_id"),
         ({"RELAY_SERVER__HOOK_TOKENS": "[]"}, "server.hook_tokens"),
         ({"RELAY_OUTBOX__DURABILITY": "sometimes"}, "outbox.durability"),
+        ({"RELAY_WRITEBACK__ENABLED": "true"}, "writeback.tls_cert"),
+        ({**WRITEBACK_ON, "RELAY_WRITEBACK__TOKENS": "[]"}, "writeback.tokens"),
+        ({**WRITEBACK_ON, "RELAY_WRITEBACK__ATS_URL": ""}, "writeback.ats_url"),
+        ({**WRITEBACK_ON, "RELAY_WRITEBACK__ATS_TOKEN": ""}, "writeback.ats_token"),
+        (
+            {**WRITEBACK_ON, "RELAY_WRITEBACK__OIDC_ALGORITHMS": '["HS256"]'},
+            "writeback.oidc_algorithms",
+        ),
+        ({**WRITEBACK_ON, "RELAY_WRITEBACK__PATH": "events"}, "writeback.path"),
     ],
     ids=[
         "too-many-records",
@@ -54,6 +71,12 @@ def relay(*args: str, **environment: str) -> subprocess.CompletedProcess[str]:
         "no-client-id",
         "no-hook-token",
         "durability",
+        "writeback-without-tls",
+        "writeback-without-tokens",
+        "writeback-without-ats-url",
+        "writeback-without-ats-token",
+        "writeback-shared-secret-jwts",
+        "writeback-relative-path",
     ],
 )
 def test_a_bad_setting_exits_2_with_one_line_naming_it(
@@ -195,5 +218,13 @@ def test_help_lists_every_command() -> None:
         "get",
         "picklist",
         "sync",
+        "writebacks",
     ):
+        assert command in result.stdout
+
+
+def test_writebacks_help_lists_its_subcommands() -> None:
+    result = relay("writebacks", "--help")
+
+    for command in ("list", "show", "replay", "purge"):
         assert command in result.stdout
