@@ -120,7 +120,7 @@ class Receiver:
             return _json(200, {"id": stored.id, "entity_id": stored.entity_id})
         if stored.state == DEAD_LETTERED:
             raise _not_created(stored.status)
-        raise _try_later("the ATS did not create the entity in time")
+        raise _try_later("the ATS has not created the entity yet")
 
     async def _stored(self, writeback_id: str) -> Stored:
         stored = await self._inbox.get(writeback_id)

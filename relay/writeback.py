@@ -77,8 +77,12 @@ class InvalidWriteBack(errors.RelayError):
     """The body is not a write-back relay can store; carries every problem."""
 
     def __init__(self, problems: list[Problem], type_label: str) -> None:
-        fields = ", ".join(map(str, problems))
-        super().__init__(f"unable to store because of field {fields}")
+        if all(problem.field for problem in problems):
+            fields = ", ".join(map(str, problems))
+            super().__init__(f"unable to store because of field {fields}")
+        else:
+            reasons = "; ".join(map(str, problems))
+            super().__init__(f"unable to store: {reasons}")
         self.problems = problems
         self.type_label = type_label
 
