@@ -328,7 +328,7 @@ def subject_of(writeback_id: str, data: dict[str, Any]) -> str:
         candidates.append(associated[0])
     for entity in candidates:
         if isinstance(entity, dict) and entity.get("id") not in (None, ""):
-            return f"{entity.get('type')}/{entity['id']}"
+            return f"{entity.get('type') or 'entity'}/{entity['id']}"
     return f"writeback/{writeback_id}"
 
 
