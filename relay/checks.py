@@ -23,6 +23,7 @@ def require_servable(settings: config.Settings) -> None:
             "setting server.hook_tokens (RELAY_SERVER__HOOK_TOKENS) needs at least "
             "one token"
         )
+    config.require_writeback(settings)
 
 
 def effective(settings: config.Settings) -> list[str]:

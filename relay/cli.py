@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -29,10 +30,12 @@ from relay import (
     progress,
     resumes,
     sandbox,
+    sender,
     sync,
     syncreport,
 )
 from relay import demo as demo_module
+from relay.inbox import DEAD_LETTERED, DELIVERED, STATES, Inbox, Stored
 from relay.outbox import Outbox
 from relay.sense import SenseClient
 from relay.syncstate import SyncBusy, SyncState
@@ -537,11 +540,75 @@ def demo(port: int, sandbox_port: int, every: float) -> None:
     show_default=True,
     help="expires_in, in seconds, of the tokens it issues.",
 )
+@click.option(
+    "--send-writebacks",
+    "writeback_url",
+    metavar="URL",
+    help="Instead of serving, play Sense's write-back sender: post write-backs "
+    "to URL, retrying as Sense does, then exit (1 if any was not acknowledged).",
+)
+@click.option(
+    "--writeback-token",
+    envvar="RELAY_SANDBOX_WRITEBACK_TOKEN",
+    help="Bearer token the sender presents (or RELAY_SANDBOX_WRITEBACK_TOKEN).",
+)
+@click.option(
+    "--token-in",
+    type=click.Choice(["header", "query"]),
+    default="header",
+    show_default=True,
+    help="Send the token in the Authorization header or the query string.",
+)
+@click.option("--query-param", default="token", show_default=True)
+@click.option(
+    "--writebacks",
+    "files",
+    multiple=True,
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="JSON or JSON Lines file of write-backs to send (repeatable); "
+    "without it, one generated sample of every type.",
+)
+@click.option("--max-attempts", default=5, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--retry-base", default=1.0, show_default=True, help="First retry wait, seconds."
+)
+@click.option(
+    "--cafile",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="PEM certificate(s) to trust, for a receiver with a self-signed one.",
+)
 def run_sandbox(
-    host: str, port: int, client_id: str, client_secret: str, token_lifetime: int
+    host: str,
+    port: int,
+    client_id: str,
+    client_secret: str,
+    token_lifetime: int,
+    writeback_url: str | None,
+    writeback_token: str | None,
+    token_in: str,
+    query_param: str,
+    files: tuple[Path, ...],
+    max_attempts: int,
+    retry_base: float,
+    cafile: Path | None,
 ) -> None:
-    """Run a local stand-in for the Sense API that enforces its rules."""
-    logs.configure()
+    """Run a local stand-in for the Sense API that enforces its rules.
+
+    With --send-writebacks it plays Sense's write-back sender instead.
+    """
+    logs.configure(stream=sys.stderr if writeback_url else None)
+    if writeback_url is not None:
+        sending = sender.SenderSettings(
+            writeback_url,
+            writeback_token or "",
+            "query" if token_in == "query" else "header",
+            query_param,
+            max_attempts,
+            retry_base,
+            tls=ssl.create_default_context(cafile=cafile) if cafile else None,
+        )
+        _send_writebacks(sending, files)
+        return
     settings = sandbox.SandboxSettings(client_id, client_secret, token_lifetime)
     click.echo(
         f"Sense sandbox on http://{host}:{port}/v1 "
@@ -549,6 +616,115 @@ def run_sandbox(
         err=True,
     )
     asyncio.run(sandbox.serve(host, port, settings))
+
+
+def _send_writebacks(settings: sender.SenderSettings, files: tuple[Path, ...]) -> None:
+    if not settings.token:
+        raise click.UsageError("--send-writebacks needs --writeback-token")
+    try:
+        writebacks = sender.load(files) if files else sender.samples()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    sent = asyncio.run(sender.send_all(writebacks, settings))
+    for result in sent:
+        click.echo(orjson.dumps(result.as_dict()).decode())
+    if not all(result.acknowledged for result in sent):
+        sys.exit(1)
+
+
+@main.group()
+def writebacks() -> None:
+    """Inspect, replay or purge the write-backs Sense sent to relay."""
+
+
+@writebacks.command("list")
+@config_option
+@click.option("--state", type=click.Choice(STATES), help="Only write-backs in it.")
+@exits_cleanly
+def writebacks_list(config_path: Path | None, state: str | None) -> None:
+    """Print write-backs as JSON lines, in the order received."""
+    found = _on_inbox(config_path, lambda inbox: inbox.in_state(state))
+    for stored in found:
+        click.echo(orjson.dumps(_writeback_summary(stored)).decode())
+
+
+@writebacks.command("show")
+@config_option
+@click.argument("writeback_id", metavar="ID")
+@exits_cleanly
+def writebacks_show(config_path: Path | None, writeback_id: str) -> None:
+    """Print one write-back with its envelope as Sense sent it."""
+    stored = _on_inbox(config_path, lambda inbox: inbox.get(writeback_id))
+    if stored is None:
+        click.echo(f"relay: no write-back {writeback_id}", err=True)
+        sys.exit(1)
+    shown = {**_writeback_summary(stored), "envelope": orjson.loads(stored.body)}
+    click.echo(orjson.dumps(shown, option=orjson.OPT_INDENT_2).decode())
+
+
+@writebacks.command("replay")
+@config_option
+@click.argument("writeback_id", metavar="ID")
+@exits_cleanly
+def writebacks_replay(config_path: Path | None, writeback_id: str) -> None:
+    """Send a dead-lettered write-back to the ATS again."""
+    replayed = _on_inbox(config_path, lambda inbox: inbox.replay(writeback_id))
+    if not replayed:
+        click.echo(
+            f"relay: no write-back {writeback_id} waiting or dead-lettered "
+            "(a delivered one is not sent twice)",
+            err=True,
+        )
+        sys.exit(1)
+    click.echo(f"write-back {writeback_id} queued for the ATS")
+
+
+@writebacks.command("purge")
+@config_option
+@click.option(
+    "--state",
+    type=click.Choice([DELIVERED, DEAD_LETTERED]),
+    default=DELIVERED,
+    show_default=True,
+)
+@click.option(
+    "--older-than-days",
+    type=click.FloatRange(0),
+    default=7.0,
+    show_default=True,
+    help="Only those settled longer ago than this.",
+)
+@click.confirmation_option(prompt="Delete these write-backs for good?")
+@exits_cleanly
+def writebacks_purge(
+    config_path: Path | None, state: str, older_than_days: float
+) -> None:
+    """Delete delivered (or dead-lettered) write-backs for good."""
+    older_than_s = older_than_days * 86_400
+    purged = _on_inbox(config_path, lambda inbox: inbox.purge(state, older_than_s))
+    click.echo(f"{purged} write-back(s) deleted")
+
+
+def _on_inbox(config_path: Path | None, action: Callable[[Inbox], Any]) -> Any:
+    async def on_inbox(box: Outbox) -> Any:
+        return await action(await Inbox.load(box))
+
+    return _on_outbox(config_path, on_inbox)
+
+
+def _writeback_summary(stored: Stored) -> dict[str, Any]:
+    return {
+        "id": stored.id,
+        "type": stored.type,
+        "subject": stored.subject,
+        "state": stored.state,
+        "received_at": _iso(stored.received_at),
+        "attempts": stored.attempts,
+        "status": stored.status,
+        "reason": stored.reason,
+        "entity_id": stored.entity_id,
+        "settled_at": _iso(stored.settled_at) if stored.settled_at else None,
+    }
 
 
 def _existing(path: Path) -> Path:

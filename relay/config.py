@@ -32,6 +32,9 @@ SENSE_MAX_COMPRESSED_BYTES = 262_144
 CONFIG_PATH_VARIABLE = "RELAY_CONFIG"
 # RELAY_<NAME>_FILE names a file holding the value of RELAY_<NAME>.
 FILE_SUFFIX = "_file"
+ASYMMETRIC_JWT_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"}
+)
 _toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
     "toml_path", default=None
 )
@@ -83,6 +86,43 @@ class ShutdownSettings(Section):
     drain_timeout_seconds: float = Field(20.0, ge=0)
 
 
+class WritebackSettings(Section):
+    """The public listener that receives Sense's write-backs, and the ATS side."""
+
+    enabled: bool = False
+    host: str = "0.0.0.0"
+    port: int = Field(8443, ge=0, le=65535)
+    path: str = Field("/writeback", pattern=r"^/")
+    tokens: list[SecretStr] = []
+    query_param: str = "token"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    behind_tls_proxy: bool = False
+    oidc_issuer: str | None = None
+    oidc_audience: str | None = None
+    oidc_jwks_url: str | None = None
+    oidc_algorithms: list[str] = ["RS256", "ES256"]
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    max_concurrent_requests: int = Field(32, ge=1)
+    ats_url: str = ""
+    ats_token: SecretStr = SecretStr("")
+    ats_timeout_seconds: float = Field(30.0, gt=0)
+    create_timeout_seconds: float = Field(10.0, gt=0)
+    max_attempts: int = Field(50, ge=1)
+    delivery_concurrency: int = Field(4, ge=1, le=64)
+
+    @pydantic.field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric_only(cls, algorithms: list[str]) -> list[str]:
+        # A shared-secret algorithm would let anyone holding the public key
+        # (published in the JWKS) sign tokens: refuse HS* and "none".
+        for name in algorithms:
+            if name not in ASYMMETRIC_JWT_ALGORITHMS:
+                allowed = ", ".join(sorted(ASYMMETRIC_JWT_ALGORITHMS))
+                raise ValueError(f"{name!r} is not one of {allowed}")
+        return algorithms
+
+
 class LogSettings(Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
@@ -102,6 +142,7 @@ class Settings(BaseSettings):
     retry: RetrySettings = RetrySettings()
     shutdown: ShutdownSettings = ShutdownSettings()
     log: LogSettings = LogSettings()
+    writeback: WritebackSettings = WritebackSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -196,6 +237,30 @@ def require_sense_credentials(settings: Settings) -> None:
         raise errors.ConfigError(_missing("sense.client_id"))
     if not settings.sense.client_secret.get_secret_value():
         raise errors.ConfigError(_missing("sense.client_secret"))
+
+
+def require_writeback(settings: Settings) -> None:
+    """Raises ConfigError unless an enabled write-back listener can run safely."""
+    writeback = settings.writeback
+    if not writeback.enabled:
+        return
+    has_tls = writeback.tls_cert is not None and writeback.tls_key is not None
+    if not has_tls and not writeback.behind_tls_proxy:
+        raise errors.ConfigError(
+            "settings writeback.tls_cert and writeback.tls_key are required "
+            "unless writeback.behind_tls_proxy is true (Sense sends over HTTPS)"
+        )
+    if not writeback.tokens and not writeback.oidc_issuer:
+        raise errors.ConfigError(
+            "setting writeback.tokens (RELAY_WRITEBACK__TOKENS) or "
+            "writeback.oidc_issuer is required: write-backs must be authenticated"
+        )
+    if writeback.oidc_issuer and not writeback.oidc_audience:
+        raise errors.ConfigError(_missing("writeback.oidc_audience"))
+    if not writeback.ats_url:
+        raise errors.ConfigError(_missing("writeback.ats_url"))
+    if not writeback.ats_token.get_secret_value():
+        raise errors.ConfigError(_missing("writeback.ats_token"))
 
 
 def _missing(name: str) -> str:

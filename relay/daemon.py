@@ -12,15 +12,20 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from relay import entities
+from relay import config, entities
+from relay.ats import AtsClient
 from relay.backoff import Backoff, PauseGate
 from relay.batch import Packer
 from relay.config import Settings
 from relay.flusher import Flusher
+from relay.forwarder import Forwarder
+from relay.inbox import Inbox
 from relay.ingest import Ingest
 from relay.metrics import Metrics
 from relay.notify import Notifier
+from relay.oidc import JwtVerifier
 from relay.outbox import Outbox
+from relay.receiver import Receiver, tls_context
 from relay.sense import SenseClient
 from relay.token import TokenCache
 from relay.uploader import Uploader
@@ -45,6 +50,8 @@ class Running:
     port: int
     stopping: asyncio.Event
     crashed: asyncio.Event
+    inbox: Inbox | None = None
+    writeback_port: int | None = None
 
 
 @contextlib.asynccontextmanager
@@ -76,6 +83,12 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
         refreshing = _refresh_stats(box, uploads, stopping)
         refresher = _watched(refreshing, "stats", crashed)
         tasks.append(asyncio.create_task(refresher, name="stats"))
+        writebacks = None
+        if settings.writeback.enabled:
+            writebacks = await _start_writebacks(
+                settings, box, session, metrics, stopping, crashed
+            )
+            tasks.append(writebacks.forwarding)
         runner, port = await _start_ingest(settings, box, uploads, metrics, client)
         log.info(
             "relay_started",
@@ -83,9 +96,14 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             port=port,
             outbox=str(settings.outbox.path),
         )
+        running = Running(settings, box, uploads, metrics, port, stopping, crashed)
+        if writebacks is not None:
+            running.inbox, running.writeback_port = writebacks.inbox, writebacks.port
         try:
-            yield Running(settings, box, uploads, metrics, port, stopping, crashed)
+            yield running
         finally:
+            if writebacks is not None:
+                await writebacks.runner.cleanup()
             await _stop(
                 runner, tasks, stopping, settings.shutdown.drain_timeout_seconds
             )
@@ -221,6 +239,69 @@ async def _refresh_stats(
         if not stopping.is_set():
             await box.refresh_stats()
             await uploads.refresh_stats()
+
+
+@dataclass
+class _Writebacks:
+    inbox: Inbox
+    runner: web.AppRunner
+    port: int
+    forwarding: asyncio.Task[None]
+
+
+async def _start_writebacks(
+    settings: Settings,
+    box: Outbox,
+    session: aiohttp.ClientSession,
+    metrics: Metrics,
+    stopping: asyncio.Event,
+    crashed: asyncio.Event,
+) -> _Writebacks:
+    """Starts the public write-back listener and the forwarder to the ATS."""
+    config.require_writeback(settings)
+    options = settings.writeback
+    tls = tls_context(options)
+    inbox = await Inbox.load(box)
+    metrics.watch_inbox(inbox)
+    backoff = Backoff(settings.retry.base_seconds, settings.retry.cap_seconds)
+    ats = AtsClient(session, options, metrics)
+    forwarder = Forwarder(inbox, ats, options, backoff, metrics)
+    forwarding = asyncio.create_task(
+        _watched(forwarder.run(stopping), "forward-writebacks", crashed),
+        name="forward-writebacks",
+    )
+    verifier = _verifier(settings, session)
+    receiver = Receiver(options, inbox, forwarder, metrics, verifier)
+    runner = web.AppRunner(receiver.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(
+        runner, options.host, options.port, ssl_context=tls, reuse_address=True
+    )
+    await site.start()
+    port = int(runner.addresses[0][1]) if runner.addresses else options.port
+    log.info(
+        "writeback_listener_started",
+        host=options.host,
+        port=port,
+        path=options.path,
+        tls=tls is not None,
+        pending=inbox.stats.pending,
+    )
+    return _Writebacks(inbox, runner, port, forwarding)
+
+
+def _verifier(settings: Settings, session: aiohttp.ClientSession) -> JwtVerifier | None:
+    options = settings.writeback
+    if not options.oidc_issuer or not options.oidc_audience:
+        return None
+    return JwtVerifier(
+        session,
+        options.oidc_issuer,
+        options.oidc_audience,
+        options.oidc_algorithms,
+        options.oidc_jwks_url,
+        timeout_s=options.ats_timeout_seconds,
+    )
 
 
 async def _start_ingest(

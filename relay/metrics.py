@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from relay.inbox import Inbox
 from relay.outbox import Ledger, Outbox
 from relay.uploads import Uploads
 
@@ -123,6 +124,54 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._add_writeback_metrics()
+
+    def _add_writeback_metrics(self) -> None:
+        counter = self._counter
+        self.writebacks_received = counter(
+            "writebacks_received",
+            "Write-backs received from Sense, by type and outcome "
+            "(stored, duplicate, invalid).",
+            ["type", "outcome"],
+        )
+        self.writeback_auth_failures = counter(
+            "writeback_auth_failures",
+            "Write-back requests refused for their credentials, by reason.",
+            ["reason"],
+        )
+        self.writeback_requests = counter(
+            "writeback_requests",
+            "Requests to the write-back listener answered, by HTTP status.",
+            ["status"],
+        )
+        self.writeback_delivery_attempts = counter(
+            "writeback_delivery_attempts",
+            "Write-backs posted to the ATS, by outcome (delivered, failed, refused).",
+            ["outcome"],
+        )
+        self.writebacks_dead_lettered = counter(
+            "writebacks_dead_lettered",
+            "Write-backs moved to dead letters: refused by the ATS, or out of "
+            "attempts.",
+            [],
+        )
+        self.ats_request_seconds = Histogram(
+            "relay_writeback_ats_request_duration_seconds",
+            "Duration of write-back requests to the ATS.",
+            buckets=SECONDS_BUCKETS,
+            registry=self.registry,
+        )
+
+    def watch_inbox(self, inbox: Inbox) -> None:
+        """Exports the write-backs pending and dead-lettered, read at scrape time.
+
+        Also starts every delivery outcome at 0, so that rates and alerts on
+        them work before the first write-back.
+        """
+        self.registry.register(_InboxCollector(inbox))
+        for outcome in ("delivered", "failed", "refused"):
+            self.writeback_delivery_attempts.labels(outcome)
+
     def watch_outbox(self, box: Outbox) -> None:
         """Exports outbox depth, size, age and coalescing, read at scrape time."""
         self.registry.register(_OutboxCollector(box))
@@ -203,4 +252,29 @@ def _resume_ledger(ledger: Ledger) -> Iterator[Metric]:
             f"relay_resumes_{field}",
             documentation.replace("Records", "Resume uploads"),
             value=getattr(ledger, field),
+        )
+
+
+class _InboxCollector(Collector):
+    def __init__(self, inbox: Inbox) -> None:
+        self._inbox = inbox
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._inbox.stats
+        oldest = stats.oldest_received_at
+        age_s = max(0.0, time.time() - oldest) if oldest is not None else 0.0
+        yield GaugeMetricFamily(
+            "relay_writebacks_pending",
+            "Write-backs stored and not yet delivered to the ATS.",
+            value=stats.pending,
+        )
+        yield GaugeMetricFamily(
+            "relay_writeback_oldest_age_seconds",
+            "Age of the oldest write-back not yet delivered (0 when none).",
+            value=age_s,
+        )
+        yield GaugeMetricFamily(
+            "relay_writeback_dead_letters",
+            "Write-backs in dead letters now.",
+            value=stats.dead_letters,
         )

@@ -235,14 +235,6 @@ class Outbox:
         for pending in claimed:
             self._in_flight[pending.entity].pop(pending.record_id, None)
 
-    async def write(self, work: Work) -> Any:
-        """Runs ``work`` in the writer's next group commit; returns once committed.
-
-        For rows kept beside the records in the same file (resume uploads),
-        so that they share commits and are ordered with the records.
-        """
-        return await self._write(work)
-
     def next_seq(self) -> int:
         """A version number above every one given out or stored so far."""
         return self._next_seq()
@@ -324,6 +316,21 @@ class Outbox:
             return cursor.rowcount
 
         return int(await self._write(purge))
+
+    # -- shared with rows kept beside the records --------------------------
+
+    async def write(self, work: Work) -> Any:
+        """Runs ``work`` in the writer's next group commit; returns once committed.
+
+        Resume uploads and write-backs, kept in their own tables of the same
+        file, write through here: the file keeps a single writer, their
+        commits are grouped with the hooks', and they are ordered with them.
+        """
+        return await self._write(work)
+
+    async def read(self, statement: str, args: tuple[Any, ...]) -> list[Any]:
+        """Runs one query on the reading connection, beside the writer."""
+        return await self._read(statement, args)
 
     # -- internals ------------------------------------------------------
 
@@ -476,9 +483,11 @@ class Outbox:
 
     async def _read(self, statement: str, args: tuple[Any, ...]) -> list[Any]:
         assert self._reader is not None, "the outbox is closed"
+        # One call on the connection's thread: with execute and fetchall as
+        # two, another read could run between them inside the first one's
+        # read transaction and see the file as it was before later commits.
         try:
-            async with self._reader.execute(statement, args) as cursor:
-                return list(await cursor.fetchall())
+            return list(await self._reader.execute_fetchall(statement, args))
         except sqlite3.Error as exc:
             raise errors.OutboxError(f"cannot read outbox {self.path}: {exc}") from exc
 

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-TABLES = ("outbox", "dead_letters", "resumes", "resume_dead_letters")
+TABLES = ("outbox", "dead_letters", "resumes", "resume_dead_letters", "writebacks")
 ROWS_PER_READ = 500
 
 

@@ -64,3 +64,30 @@ CREATE TABLE IF NOT EXISTS resume_dead_letters (
     file         BLOB    NOT NULL,
     UNIQUE (candidate_id, resume_id)
 );
+
+-- Write-backs Sense pushed to relay, one row per write-back id, from receipt
+-- until purged. A delivered row stays so that a redelivery by Sense gets the
+-- first answer again and never reaches the ATS twice. state is "pending"
+-- (not yet accepted by the ATS), "delivered" or "dead_lettered"; seq is the
+-- order of receipt, in which the write-backs of one subject are delivered.
+CREATE TABLE IF NOT EXISTS writebacks (
+    id              TEXT    PRIMARY KEY,
+    seq             INTEGER NOT NULL,
+    type            TEXT    NOT NULL,
+    subject         TEXT    NOT NULL,
+    received_at     REAL    NOT NULL,
+    body            BLOB    NOT NULL,
+    state           TEXT    NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL    NOT NULL,
+    -- The ATS's last HTTP status (NULL: no answer) and the reason it failed.
+    status          INTEGER,
+    reason          TEXT,
+    -- For ENTITY_CREATE: the id the ATS gave the new entity.
+    entity_id       TEXT,
+    settled_at      REAL
+);
+
+CREATE INDEX IF NOT EXISTS writebacks_by_subject
+    ON writebacks (state, subject, seq);
+CREATE INDEX IF NOT EXISTS writebacks_by_age ON writebacks (state, received_at);

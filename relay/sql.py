@@ -234,3 +234,58 @@ FROM resume_dead_letters WHERE true
 ON CONFLICT (candidate_id, resume_id) DO NOTHING
 """
 PURGE_DEAD_UPLOADS = "DELETE FROM resume_dead_letters"
+
+
+# -- write-backs (relay.inbox) -------------------------------------------
+
+WRITEBACK_COLUMNS = """
+id, seq, type, subject, received_at, body, state, attempts, next_attempt_at,
+status, reason, entity_id, settled_at
+"""
+WRITEBACK = f"SELECT {WRITEBACK_COLUMNS} FROM writebacks WHERE id = ?"
+# A new seq is one past the highest, so the order of receipt survives restarts.
+INSERT_WRITEBACK = """
+INSERT INTO writebacks
+    (id, seq, type, subject, received_at, body, next_attempt_at)
+VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM writebacks), ?2, ?3, ?4, ?5, ?4)
+ON CONFLICT (id) DO NOTHING
+"""
+# Only the oldest pending write-back of each subject may go: a later one
+# waits until the ATS has the earlier one (or it is dead-lettered).
+DUE_WRITEBACKS = f"""
+SELECT {WRITEBACK_COLUMNS} FROM writebacks AS w
+WHERE state = 'pending' AND next_attempt_at <= ?1
+    AND seq = (
+        SELECT min(seq) FROM writebacks
+        WHERE state = 'pending' AND subject = w.subject
+    )
+ORDER BY seq LIMIT ?2
+"""
+NEXT_ATTEMPT_AT = "SELECT min(next_attempt_at) FROM writebacks WHERE state = 'pending'"
+PENDING_WRITEBACKS = """
+SELECT count(*), min(received_at) FROM writebacks WHERE state = 'pending'
+"""
+DEAD_WRITEBACKS = "SELECT count(*) FROM writebacks WHERE state = 'dead_lettered'"
+# ?1 is a state, or NULL for every state.
+LIST_WRITEBACKS = f"""
+SELECT {WRITEBACK_COLUMNS} FROM writebacks
+WHERE ?1 IS NULL OR state = ?1 ORDER BY seq
+"""
+SETTLE_WRITEBACK = """
+UPDATE writebacks SET state = ?2, attempts = attempts + 1, status = ?3,
+    reason = ?4, entity_id = ?5, settled_at = ?6
+WHERE id = ?1 AND state = 'pending'
+"""
+RETRY_WRITEBACK = """
+UPDATE writebacks SET attempts = attempts + 1, status = ?2, reason = ?3,
+    next_attempt_at = ?4
+WHERE id = ?1 AND state = 'pending'
+"""
+# A replayed write-back goes after whatever is pending for its subject.
+REPLAY_WRITEBACK = """
+UPDATE writebacks SET state = 'pending', attempts = 0, next_attempt_at = ?2,
+    status = NULL, reason = NULL, settled_at = NULL,
+    seq = (SELECT coalesce(max(seq), 0) + 1 FROM writebacks)
+WHERE id = ?1 AND state != 'delivered'
+"""
+PURGE_WRITEBACKS = "DELETE FROM writebacks WHERE state = ?1 AND settled_at < ?2"

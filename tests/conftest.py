@@ -19,6 +19,7 @@ from aiohttp import web
 
 from relay import config, daemon, logs
 from relay.sandbox import Sandbox, SandboxSettings
+from tests.ats import FakeAts, serving_ats
 
 HOOK_TOKEN = "hook-token-for-tests"
 
@@ -150,3 +151,78 @@ async def eventually(
 
 def candidate(record_id: int | str, **fields: Any) -> dict[str, Any]:
     return {"id": record_id, "first_name": "Ada", "last_name": "Lovelace", **fields}
+
+
+WRITEBACK_TOKEN = "writeback-token-for-tests"
+ATS_TOKEN = "ats-token-for-tests"
+
+
+@pytest.fixture
+async def ats() -> AsyncIterator[FakeAts]:
+    async with serving_ats() as stand_in:
+        yield stand_in
+
+
+@dataclass
+class WriteBacks:
+    """Sends write-backs to a running relay the way Sense would."""
+
+    session: aiohttp.ClientSession
+    url: str
+    relay: daemon.Running
+
+    async def post(
+        self,
+        body: Any,
+        *,
+        token: str | None = WRITEBACK_TOKEN,
+        headers: dict[str, str] | None = None,
+        params: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
+        data = body if isinstance(body, bytes) else orjson.dumps(body)
+        sent = {"Content-Type": "application/json", **(headers or {})}
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        async with self.session.post(
+            self.url, data=data, headers=sent, params=params
+        ) as response:
+            return response.status, await response.json(content_type=None)
+
+    async def metrics(self) -> str:
+        url = f"http://127.0.0.1:{self.relay.port}/metrics"
+        async with self.session.get(url) as response:
+            return await response.text()
+
+    @property
+    def inbox(self) -> Any:
+        assert self.relay.inbox is not None
+        return self.relay.inbox
+
+
+def writeback_settings(ats_url: str, **overrides: Any) -> dict[str, Any]:
+    return {
+        "enabled": True,
+        "host": "127.0.0.1",
+        "port": 0,
+        "tokens": [WRITEBACK_TOKEN],
+        "behind_tls_proxy": True,
+        "ats_url": ats_url,
+        "ats_token": ATS_TOKEN,
+        "ats_timeout_seconds": 2,
+        "create_timeout_seconds": 1,
+        **overrides,
+    }
+
+
+@pytest.fixture
+def start_writebacks(start_relay: Any, ats: FakeAts) -> Callable[..., Any]:
+    """``async with start_writebacks(max_attempts=3) as sense``: relay receiving."""
+
+    @contextlib.asynccontextmanager
+    async def start(**overrides: Any) -> AsyncIterator[WriteBacks]:
+        sections = {"writeback": writeback_settings(ats.url, **overrides)}
+        async with start_relay(**sections) as hooks:
+            url = f"http://127.0.0.1:{hooks.relay.writeback_port}/writeback"
+            yield WriteBacks(hooks.session, url, hooks.relay)
+
+    return start

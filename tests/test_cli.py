@@ -23,6 +23,14 @@ CREDENTIALS = {
     "RELAY_SERVER__HOOK_TOKENS": '["a-hook-token"]',
 }
 
+WRITEBACK_ON = {
+    "RELAY_WRITEBACK__ENABLED": "true",
+    "RELAY_WRITEBACK__BEHIND_TLS_PROXY": "true",
+    "RELAY_WRITEBACK__TOKENS": '["a-writeback-token"]',
+    "RELAY_WRITEBACK__ATS_URL": "http://127.0.0.1:9/writebacks",
+    "RELAY_WRITEBACK__ATS_TOKEN": "an-ats-token",
+}
+
 
 def relay(*args: str, **environment: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -45,6 +53,15 @@ def relay(*args: str, **environment: str) -> subprocess.CompletedProcess[str]:
         ({"RELAY_SENSE__CLIENT_ID": ""}, "sense.client_id"),
         ({"RELAY_SERVER__HOOK_TOKENS": "[]"}, "server.hook_tokens"),
         ({"RELAY_OUTBOX__DURABILITY": "sometimes"}, "outbox.durability"),
+        ({"RELAY_WRITEBACK__ENABLED": "true"}, "writeback.tls_cert"),
+        ({**WRITEBACK_ON, "RELAY_WRITEBACK__TOKENS": "[]"}, "writeback.tokens"),
+        ({**WRITEBACK_ON, "RELAY_WRITEBACK__ATS_URL": ""}, "writeback.ats_url"),
+        ({**WRITEBACK_ON, "RELAY_WRITEBACK__ATS_TOKEN": ""}, "writeback.ats_token"),
+        (
+            {**WRITEBACK_ON, "RELAY_WRITEBACK__OIDC_ALGORITHMS": '["HS256"]'},
+            "writeback.oidc_algorithms",
+        ),
+        ({**WRITEBACK_ON, "RELAY_WRITEBACK__PATH": "events"}, "writeback.path"),
     ],
     ids=[
         "too-many-records",
@@ -54,6 +71,12 @@ def relay(*args: str, **environment: str) -> subprocess.CompletedProcess[str]:
         "no-client-id",
         "no-hook-token",
         "durability",
+        "writeback-without-tls",
+        "writeback-without-tokens",
+        "writeback-without-ats-url",
+        "writeback-without-ats-token",
+        "writeback-shared-secret-jwts",
+        "writeback-relative-path",
     ],
 )
 def test_a_bad_setting_exits_2_with_one_line_naming_it(
@@ -109,7 +132,9 @@ def test_the_readme_table_lists_every_setting_with_its_default() -> None:
             row = rows[f"{section}.{key}"]
             variable = f"RELAY_{section.upper()}__{key.upper()}"
             shown = (
-                "none (required)"
+                "none"
+                if default is None
+                else "none (required)"
                 if default in ("", [], "**********")
                 else (
                     str(default).lower() if isinstance(default, bool) else str(default)
@@ -195,6 +220,7 @@ def test_help_lists_every_command() -> None:
         "sync",
         "check-config",
         "resume",
+        "writebacks",
     ):
         assert command in result.stdout
 
@@ -270,3 +296,10 @@ def test_resume_help_lists_upload() -> None:
 
     assert result.returncode == 0
     assert "upload" in result.stdout
+
+
+def test_writebacks_help_lists_its_subcommands() -> None:
+    result = relay("writebacks", "--help")
+
+    for command in ("list", "show", "replay", "purge"):
+        assert command in result.stdout

@@ -57,3 +57,43 @@ def test_the_log_processor_masks_credential_fields() -> None:
         "client_secret": "[secure]",
         "authorization": "[secure]",
     }
+
+
+async def test_write_back_tokens_reach_no_log_metric_or_answer(
+    json_logs, start_writebacks, ats, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from relay import sender
+    from tests.conftest import ATS_TOKEN, WRITEBACK_TOKEN
+
+    async with start_writebacks() as sense:
+        accepted = await sense.post(
+            sender.sample("ENTITY_CREATE"),
+            token=None,
+            params={"token": WRITEBACK_TOKEN},
+        )
+        refused = await sense.post(
+            sender.sample("GENERIC_EVENT"), token=WRITEBACK_TOKEN + "x"
+        )
+        metrics = await sense.metrics()
+
+    output = capsys.readouterr().out + metrics + str(accepted) + str(refused)
+    assert "writeback_received" in output and "writeback_auth_failed" in output
+    assert accepted[0] == 200
+    for secret in (WRITEBACK_TOKEN, ATS_TOKEN):
+        assert secret not in output
+
+
+def test_write_back_settings_never_print_their_secrets() -> None:
+    from tests.conftest import (
+        ATS_TOKEN,
+        WRITEBACK_TOKEN,
+        relay_settings,
+        writeback_settings,
+    )
+
+    settings = relay_settings(
+        "outbox.db", "http://127.0.0.1:1", writeback=writeback_settings("http://x")
+    )
+
+    for rendering in (repr(settings), str(settings), settings.model_dump_json()):
+        assert WRITEBACK_TOKEN not in rendering and ATS_TOKEN not in rendering
