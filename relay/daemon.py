@@ -57,6 +57,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             settings.outbox.durability,
             settings.outbox.max_records,
             settings.outbox.max_bytes,
+            settings.outbox.skip_unchanged,
         ) as box,
         aiohttp.ClientSession() as session,
     ):

@@ -23,7 +23,7 @@ import aiosqlite
 import orjson
 import structlog
 
-from relay import errors, salvage, sql
+from relay import errors, fingerprints, salvage, sql
 from relay.records import Record
 from relay.writer import GroupCommitWriter, Work
 
@@ -58,7 +58,7 @@ class Ledger:
 
     Each figure changes in the same writer unit as the rows it counts, so
     that at any instant ``accepted + recovered == delivered + coalesced +
-    dead_lettered + pending``.
+    dead_lettered + unchanged + pending``.
     """
 
     accepted: int = 0
@@ -66,6 +66,7 @@ class Ledger:
     delivered: int = 0
     coalesced: int = 0
     dead_lettered: int = 0
+    unchanged: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +93,13 @@ class Refusal:
 class Outbox:
     """The SQLite outbox file. Use ``async with Outbox.open(...)``."""
 
-    def __init__(self, path: Path, max_records: int, max_bytes: int) -> None:
+    def __init__(
+        self, path: Path, max_records: int, max_bytes: int, skip_unchanged: bool
+    ) -> None:
         self.path = path
         self.max_records = max_records
         self.max_bytes = max_bytes
+        self.skip_unchanged = skip_unchanged
         self.stats: dict[str, EntityStats] = defaultdict(EntityStats)
         self.changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         # Per entity type, the version of each record in a batch being sent.
@@ -116,9 +120,14 @@ class Outbox:
         durability: str = "full",
         max_records: int = 5_000_000,
         max_bytes: int = 4 * 1024**3,
+        skip_unchanged: bool = True,
     ) -> AsyncIterator[Outbox]:
-        """Opens (creating if needed) and checks the outbox file."""
-        outbox = cls(path, max_records, max_bytes)
+        """Opens (creating if needed) and checks the outbox file.
+
+        With ``skip_unchanged``, a whole version identical to the one Sense
+        last accepted for its record is acknowledged but not stored.
+        """
+        outbox = cls(path, max_records, max_bytes, skip_unchanged)
         try:
             await outbox._connect(durability)
         except (sqlite3.DatabaseError, OSError) as exc:
@@ -166,8 +175,13 @@ class Outbox:
             rows, self._queued_rows = self._queued_rows, []
             self._queued_commit = None
             rows = await self._merge_patches(db, rows)
-            self._count_added(rows, await sql.upsert(db, rows))
-            return {row[0] for row in rows}
+            replaced, unchanged = await self._replaced_and_unchanged(db, rows)
+            stored = [r for r in rows if (r[0], r[1]) not in unchanged]
+            await sql.insert(db, stored)
+            self._count_added(rows, replaced, unchanged)
+            if unchanged:
+                await self._count_as_delivered(db, rows, unchanged)
+            return {row[0] for row in stored}
 
         for entity in await self._write(upsert):
             self.changed[entity].set()
@@ -214,6 +228,8 @@ class Outbox:
 
         async def remove(db: aiosqlite.Connection) -> None:
             removed = await sql.settle(db, delivered, refused, now)
+            # A refused version leaves Sense as it was: only deliveries count.
+            await sql.remember_delivered(db, *_fingerprints(delivered))
             # Pending figures and ledger change together, with no await in
             # between, so that a scrape never sees one without the other.
             for pending in delivered:
@@ -286,6 +302,13 @@ class Outbox:
         returned = await self._write(lambda db: sql.retry_dead_letters(db, entity))
         await self.refresh_stats()
         return int(returned)
+
+    async def clear_fingerprints(self, entity: str | None = None) -> int:
+        """Forgets what Sense was last sent, so that every next version goes.
+
+        Returns how many fingerprints were cleared.
+        """
+        return int(await self._write(lambda db: sql.clear_fingerprints(db, entity)))
 
     async def purge_dead_letters(self, entity: str | None = None) -> int:
         """Deletes dead letters for good; returns how many were deleted."""
@@ -383,6 +406,27 @@ class Outbox:
             merged.append((entity, record_id, seq, accepted_at, len(body), body, kind))
         return merged
 
+    async def _replaced_and_unchanged(
+        self, db: aiosqlite.Connection, rows: list[tuple[Any, ...]]
+    ) -> tuple[dict[tuple[str, str], tuple[int, int]], set[tuple[str, str]]]:
+        """The pending rows replaced, and the records Sense holds unchanged."""
+        if not self.skip_unchanged:
+            return await sql.pending_versions(db, rows), set()
+        replaced, delivered = await sql.pending_and_delivered(db, rows)
+        return replaced, fingerprints.unchanged(rows, replaced, delivered)
+
+    async def _count_as_delivered(
+        self,
+        db: aiosqlite.Connection,
+        rows: list[tuple[Any, ...]],
+        unchanged: set[tuple[str, str]],
+    ) -> None:
+        # Sense holds this version already, so an older dead letter of the
+        # record must not be replayed over it, as if it had been delivered.
+        newest = {(r[0], r[1]): r[2] for r in rows if (r[0], r[1]) in unchanged}
+        versions = [(entity, rid, seq) for (entity, rid), seq in newest.items()]
+        await sql.drop_older_dead_letters(db, versions)
+
     async def _unsent_version(
         self, db: aiosqlite.Connection, entity: str, record_id: str
     ) -> tuple[str, bytes] | None:
@@ -398,6 +442,7 @@ class Outbox:
         self,
         rows: list[tuple[Any, ...]],
         replaced: dict[tuple[str, str], tuple[int, int]],
+        unchanged: set[tuple[str, str]],
     ) -> None:
         versions: dict[tuple[str, str], int] = defaultdict(int)
         newest: dict[tuple[str, str], tuple[float, int]] = {}
@@ -406,6 +451,9 @@ class Outbox:
             newest[(entity, record_id)] = (accepted_at, size)
         for key, count in versions.items():
             entity, record_id = key
+            if key in unchanged:
+                self._count_unchanged(entity, count)
+                continue
             accepted_at, size = newest[key]
             self._count_version(
                 entity, record_id, accepted_at, size, replaced.get(key), count - 1
@@ -435,6 +483,14 @@ class Outbox:
                 coalesced += 1
         self.ledger[entity].accepted += 1 + superseded_in_commit
         self.ledger[entity].coalesced += coalesced
+
+    def _count_unchanged(self, entity: str, versions: int) -> None:
+        # The newest version is not stored; any older one in the same commit
+        # was replaced by it, as if it had been pending.
+        ledger = self.ledger[entity]
+        ledger.accepted += versions
+        ledger.coalesced += versions - 1
+        ledger.unchanged += 1
 
     async def _count_removed(
         self, db: aiosqlite.Connection, removed: list[tuple[str, int]]
@@ -481,6 +537,22 @@ async def _add_kind_column(db: aiosqlite.Connection) -> None:
             await db.execute(
                 f"ALTER TABLE {table} ADD COLUMN kind TEXT NOT NULL DEFAULT 'upsert'"
             )
+
+
+def _fingerprints(
+    delivered: Sequence[Pending],
+) -> tuple[list[tuple[str, str, bytes]], list[tuple[str, str]]]:
+    """Fingerprints of delivered whole versions, and the records patched.
+
+    After a patch, relay no longer knows the whole of what Sense holds.
+    """
+    known = [
+        (p.entity, p.record_id, fingerprints.of(p.body))
+        for p in delivered
+        if p.kind == "upsert"
+    ]
+    unknown = [(p.entity, p.record_id) for p in delivered if p.kind != "upsert"]
+    return known, unknown
 
 
 def _merged(base: bytes, patch: bytes) -> bytes:
