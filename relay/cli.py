@@ -241,6 +241,21 @@ def dead_letters_purge(config_path: Path | None, entity: str | None) -> None:
     click.echo(f"{purged} dead letter(s) deleted")
 
 
+@main.group()
+def fingerprints() -> None:
+    """Manage what relay remembers of the versions Sense accepted."""
+
+
+@fingerprints.command("clear")
+@config_option
+@entity_option
+@exits_cleanly
+def fingerprints_clear(config_path: Path | None, entity: str | None) -> None:
+    """Forget them, so that the next version of every record is sent."""
+    cleared = _on_outbox(config_path, lambda box: box.clear_fingerprints(entity))
+    click.echo(f"{cleared} fingerprint(s) cleared")
+
+
 @main.command()
 @click.option("--port", default=8080, show_default=True, help="relay's hook port.")
 @click.option("--sandbox-port", default=8090, show_default=True)
