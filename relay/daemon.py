@@ -19,6 +19,7 @@ from relay.config import Settings
 from relay.flusher import Flusher
 from relay.ingest import Ingest
 from relay.metrics import Metrics
+from relay.ordering import DependencyOrder
 from relay.outbox import Outbox
 from relay.sense import SenseClient
 from relay.token import TokenCache
@@ -143,8 +144,18 @@ def _start_flushers(
         settings.sense.compress,
     )
     backoff = Backoff(settings.retry.base_seconds, settings.retry.cap_seconds)
+    order = DependencyOrder(box)
     flushers = [
-        Flusher(entity_type.path, box, client, packer, settings.flush, backoff, metrics)
+        Flusher(
+            entity_type.path,
+            box,
+            client,
+            packer,
+            settings.flush,
+            backoff,
+            metrics,
+            order,
+        )
         for entity_type in entities.ENTITY_TYPES
     ]
     return [

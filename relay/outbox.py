@@ -30,6 +30,11 @@ from relay.writer import GroupCommitWriter, Work
 log = structlog.get_logger("relay.outbox")
 
 OUTBOX_FULL_RETRY_AFTER_S = 5
+# A version's seq is wall-clock nanoseconds read just after its commit took
+# accepted_at, or higher, so "accepted before t" reads "seq below t in ns".
+# The margin absorbs the rounding of accepted_at (a float) and errs on the
+# side of waiting.
+ORDER_MARGIN_NS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,9 @@ class Outbox:
         self.changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         # Per entity type, the version of each record in a batch being sent.
         self._in_flight: dict[str, dict[str, int]] = defaultdict(dict)
+        # Per entity type, when the first version after the one in flight
+        # came, for records that changed while being sent.
+        self._next_accepted_at: dict[str, dict[str, float]] = defaultdict(dict)
         self.ledger: dict[str, Ledger] = defaultdict(Ledger)
         self._queued_rows: list[tuple[Any, ...]] = []
         self._queued_commit: asyncio.Future[None] | None = None
@@ -212,6 +220,41 @@ class Outbox:
             in_flight[pending.record_id] = pending.seq
         return claimed
 
+    async def claim_before(
+        self, entity: str, limit: int, before: float
+    ) -> tuple[list[Pending], int | None]:
+        """Claims like ``claim``, only versions accepted before ``before``.
+
+        A pending version that coalesced versions accepted on both sides of
+        ``before`` is passed over too. Also returns the lowest seq among the
+        unsent records passed over (a lower bound when not all were read),
+        or None if nothing was passed over.
+        """
+        claim: tuple[list[Pending], int | None] = await self._write(
+            lambda db: self._claim_before(db, entity, limit, before)
+        )
+        return claim
+
+    async def _claim_before(
+        self, db: aiosqlite.Connection, entity: str, limit: int, before: float
+    ) -> tuple[list[Pending], int | None]:
+        in_flight = self._in_flight[entity]
+        rows = await db.execute_fetchall(
+            sql.CLAIM_BEFORE, (entity, before, limit + len(in_flight))
+        )
+        below = seq_before(before)
+        free = [row for row in rows if row[0] not in in_flight]
+        claimed = [
+            Pending(entity, record_id, seq, body, kind)
+            for record_id, seq, body, kind in free
+            if seq < below
+        ][:limit]
+        for pending in claimed:
+            in_flight[pending.record_id] = pending.seq
+        if len(claimed) == limit or self.unsent(entity) <= 0:
+            return claimed, None
+        return claimed, min((row[1] for row in free if row[1] >= below), default=below)
+
     def unsent(self, entity: str) -> int:
         """Records of one type pending and not in a batch being sent."""
         return self.stats[entity].records - len(self._in_flight[entity])
@@ -227,16 +270,21 @@ class Outbox:
         now = time.time()
 
         async def remove(db: aiosqlite.Connection) -> None:
+            restarted = self._restarted_chains(
+                [*delivered, *(r.pending for r in refused)]
+            )
             removed = await sql.settle(db, delivered, refused, now)
             # A refused version leaves Sense as it was: only deliveries count.
             await sql.remember_delivered(db, *_fingerprints(delivered))
+            if restarted:
+                await db.executemany(sql.RESTART_CHAIN, restarted)
             # Pending figures and ledger change together, with no await in
             # between, so that a scrape never sees one without the other.
             for pending in delivered:
                 self.ledger[pending.entity].delivered += 1
             for refusal in refused:
                 self.ledger[refusal.pending.entity].dead_lettered += 1
-            await self._count_removed(db, removed)
+            await self._count_removed(db, removed, {e for _, e, _ in restarted})
 
         await self._write(remove)
         self.release([*delivered, *(r.pending for r in refused)])
@@ -245,6 +293,8 @@ class Outbox:
         """Forgets a claim without settling it (the records stay pending)."""
         for pending in claimed:
             self._in_flight[pending.entity].pop(pending.record_id, None)
+            # Unsent, the version in flight still waits in its successor.
+            self._next_accepted_at[pending.entity].pop(pending.record_id, None)
 
     def total_records(self) -> int:
         return sum(stats.records for stats in self.stats.values())
@@ -406,6 +456,23 @@ class Outbox:
             merged.append((entity, record_id, seq, accepted_at, len(body), body, kind))
         return merged
 
+    def _restarted_chains(
+        self, settled: Sequence[Pending]
+    ) -> list[tuple[float, str, str]]:
+        """New acceptance times of records that changed while being sent.
+
+        Once the version in flight is settled, the pending version is the
+        oldest change of its record left, so its acceptance time counts.
+        """
+        restarted = []
+        for pending in settled:
+            accepted_at = self._next_accepted_at[pending.entity].pop(
+                pending.record_id, None
+            )
+            if accepted_at is not None:
+                restarted.append((accepted_at, pending.entity, pending.record_id))
+        return restarted
+
     async def _replaced_and_unchanged(
         self, db: aiosqlite.Connection, rows: list[tuple[Any, ...]]
     ) -> tuple[dict[tuple[str, str], tuple[int, int]], set[tuple[str, str]]]:
@@ -481,6 +548,8 @@ class Outbox:
             # A version in flight is not lost: it is delivered, then this one.
             if self._in_flight[entity].get(record_id) != replaced_seq:
                 coalesced += 1
+            else:
+                self._next_accepted_at[entity].setdefault(record_id, accepted_at)
         self.ledger[entity].accepted += 1 + superseded_in_commit
         self.ledger[entity].coalesced += coalesced
 
@@ -493,9 +562,11 @@ class Outbox:
         ledger.unchanged += 1
 
     async def _count_removed(
-        self, db: aiosqlite.Connection, removed: list[tuple[str, int]]
+        self,
+        db: aiosqlite.Connection,
+        removed: list[tuple[str, int]],
+        touched: set[str],
     ) -> None:
-        touched = set()
         for entity, size in removed:
             stats = self.stats[entity]
             stats.records -= 1
@@ -518,6 +589,11 @@ class Outbox:
         if self._writer is None:
             raise errors.OutboxError(f"outbox {self.path} is not open")
         return await self._writer.submit(work)
+
+
+def seq_before(accepted_at: float) -> int:
+    """The seqs of versions accepted before ``accepted_at`` are below this."""
+    return int(accepted_at * 1e9) - ORDER_MARGIN_NS
 
 
 def _dead_letter(row: Any) -> DeadLetter:

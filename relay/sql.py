@@ -73,6 +73,12 @@ CLAIM = """
 SELECT record_id, seq, body, kind FROM outbox WHERE entity = ?
 ORDER BY accepted_at LIMIT ?
 """
+# Only versions accepted before ?2; the caller checks each version's seq too.
+CLAIM_BEFORE = """
+SELECT record_id, seq, body, kind FROM outbox WHERE entity = ?1 AND accepted_at < ?2
+ORDER BY accepted_at LIMIT ?3
+"""
+RESTART_CHAIN = "UPDATE outbox SET accepted_at = ? WHERE entity = ? AND record_id = ?"
 OLDEST = "SELECT min(accepted_at) FROM outbox WHERE entity = ?"
 RECOUNT = """
 SELECT entity, count(*), total(size), min(accepted_at) FROM outbox
