@@ -27,6 +27,7 @@ RUNNERS: dict[str, Scenario] = {
     "ingest-batch": functools.partial(scenarios.ingest, 100),
     "drain": scenarios.drain,
     "rss": scenarios.rss,
+    "mixed": scenarios.mixed_load,
 }
 SCENARIOS = tuple(RUNNERS)
 # Without --durability, these run once per durability setting.
@@ -39,6 +40,7 @@ SIZING_FLAGS = {
     "ingest-batch": ("seconds", "connections"),
     "drain": ("drain_records",),
     "rss": ("rss_records", "rss_watch_seconds"),
+    "mixed": ("seconds", "mixed_rate"),
 }
 
 DESCRIPTION = """\
@@ -51,9 +53,12 @@ Benchmarks relay on loopback. Each scenario starts a Sense sandbox and relay
                  delivered to the sandbox after a restart, records/s
   rss            relay's peak RSS with a 1,000,000-record backlog, during
                  ingest and after a restart
+  mixed          hooks of all ten entity types at a steady rate (10,000
+                 records/s), records delivered to the sandbox per second
 
 Without --durability, the ingest scenarios run once with outbox.durability
-"full" and once with "normal"; drain and rss use "full" (relay's default).
+"full" and once with "normal"; drain, rss and mixed use "full" (relay's
+default).
 Scenarios run in the order above, whatever order they are named in.
 Needs wrk for the ingest scenarios: apt-get update && apt-get install -y wrk
 
@@ -94,6 +99,12 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="run each scenario N times and report the median run",
     )
+    args.add_argument(
+        "--mixed-rate",
+        type=float,
+        default=10_000.0,
+        help="records/s the mixed scenario offers",
+    )
     args.add_argument("--results", type=Path, help="append results as JSON lines")
     return args
 
@@ -109,6 +120,7 @@ def main(argv: list[str]) -> int:
         drain_records=args.drain_records,
         rss_records=args.rss_records,
         rss_watch_seconds=args.rss_watch_seconds,
+        mixed_rate=args.mixed_rate,
         profile_dir=args.profile,
     )
     print(_machine(), flush=True)

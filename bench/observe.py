@@ -28,6 +28,7 @@ class Options:
     drain_records: int = 200_000
     rss_records: int = 1_000_000
     rss_watch_seconds: float = 30.0
+    mixed_rate: float = 10_000.0
     profile_dir: Path | None = None
 
 
