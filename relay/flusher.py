@@ -30,6 +30,10 @@ INITIAL_COMPRESSION_RATIO = 0.25
 # While held back, look again this often even if no preceding type settled:
 # another process may have changed the outbox.
 HELD_BACK_RECHECK_S = 1.0
+# Held back this long with nothing moving, a flusher urges the types it waits
+# for. Under a steady load they flush on their own well within it; urging
+# them at once would only make their batches leave part full.
+URGE_AFTER_S = 1.0
 
 
 class Flusher:
@@ -54,9 +58,12 @@ class Flusher:
         self._backoff = backoff
         self._metrics = metrics
         self._order = order
-        # The barrier at which records were last held back, and whether some
-        # that could have gone were kept to make a fuller batch.
+        # The barrier at which records were last held back, since when, the
+        # oldest version held, and whether some that could have gone were
+        # kept to make a fuller batch.
         self._held_at: float | None = None
+        self._held_since = 0.0
+        self._held_seq = 0
         self._withheld = False
         self._ratio = INITIAL_COMPRESSION_RATIO
         self._trial_raw = 0
@@ -125,9 +132,25 @@ class Flusher:
         if held_seq is None:
             self._stop_holding()
         else:
-            self._held_at = barrier
-            self._order.hold(self.entity, held_seq)
+            self._hold(barrier, held_seq)
         return claimed
+
+    def _hold(self, barrier: float, held_seq: int) -> None:
+        if barrier != self._held_at:
+            self._held_since = time.monotonic()
+        self._held_at, self._held_seq = barrier, held_seq
+        self._order.hold(self.entity)
+        self._urge_if_stuck()
+
+    def _urge_if_stuck(self) -> None:
+        # A type that others wait for passes the urge on at once.
+        stuck = time.monotonic() - self._held_since >= URGE_AFTER_S
+        if stuck or self._order.urged(self.entity):
+            self._order.urge(self.entity, self._held_seq)
+
+    def _held_timeout_s(self) -> float:
+        until_stuck_s = self._held_since + URGE_AFTER_S - time.monotonic()
+        return until_stuck_s if until_stuck_s > 0 else HELD_BACK_RECHECK_S
 
     def _stop_holding(self) -> None:
         if self._held_at is not None:
@@ -137,7 +160,8 @@ class Flusher:
     def _worth_waiting(self, batch: Batch, claimed: list[Pending]) -> bool:
         """True if held back and what may go would not fill a batch yet.
 
-        The preceding types were urged, so the rest can follow shortly.
+        The preceding types flush soon, on their own or urged, and the rest
+        can follow then.
         """
         if self._held_at is None or self._order.urged(self.entity):
             return False
@@ -167,7 +191,7 @@ class Flusher:
             return True
         timeout_s = self._seconds_until_too_old()
         if self._held_at is not None:
-            timeout_s = HELD_BACK_RECHECK_S
+            timeout_s = self._held_timeout_s()
         waiters = [
             asyncio.ensure_future(changed.wait()),
             asyncio.ensure_future(stopping.wait()),
@@ -191,6 +215,7 @@ class Flusher:
             if self._order.barrier(self.entity) == self._held_at:
                 # Nothing more may go until a preceding type has sent, unless
                 # records kept back for a fuller batch are wanted now.
+                self._urge_if_stuck()
                 return self._withheld and self._order.urged(self.entity)
             self._stop_holding()
         return (

@@ -7,8 +7,9 @@ every version of a preceding entity type accepted before it has been
 delivered or dead-lettered. A placement waits for the job order accepted
 before it, never the other way round, so the waits cannot form a cycle.
 
-A flusher held back this way urges the flushers of the types it waits for to
-send at once, rather than after their own size or age trigger.
+A flusher held back this way, when the records it waits for do not move,
+urges the flushers of the types it waits for to send at once, rather than
+after their own size or age trigger.
 """
 
 from __future__ import annotations
@@ -40,12 +41,15 @@ class DependencyOrder:
         floors = (self._outbox.stats[t].oldest_accepted_at for t in PRECEDING[entity])
         return min((f for f in floors if f is not None), default=None)
 
-    def hold(self, entity: str, held_seq: int) -> None:
-        """Notes that versions of ``entity`` wait, the oldest at ``held_seq``.
-
-        Urges each preceding type with a record accepted before that one.
-        """
+    def hold(self, entity: str) -> None:
+        """Notes that versions of ``entity`` wait for preceding types."""
         self._held.add(entity)
+
+    def urge(self, entity: str, held_seq: int) -> None:
+        """Urges each preceding type with a record accepted before ``held_seq``.
+
+        ``held_seq`` is the seq of the oldest version of ``entity`` waiting.
+        """
         for preceding in PRECEDING[entity]:
             oldest = self._outbox.stats[preceding].oldest_accepted_at
             if oldest is None or outbox.seq_before(oldest) > held_seq:

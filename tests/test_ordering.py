@@ -105,18 +105,18 @@ async def test_a_dead_lettered_job_order_no_longer_holds_placements_back(
 async def test_every_type_waits_for_all_the_types_before_it(
     start_relay, sense: SenseStandIn
 ) -> None:
-    # Sent from the last type to the first, each one record short of a batch.
-    paths = ["appointments", "leads", "companies", "candidates", "internal-users"]
+    # Each type is accepted after the ones before it, and all but the first
+    # make a full batch at once.
+    paths = ["internal-users", "candidates", "companies", "leads", "appointments"]
     sense.sandbox.script(*[Fault(status=503, entity="internal-users")] * 2)
     async with start_relay(flush=BY_COUNT) as hooks:
         await hooks.send("internal-users", [{"id": "U1"}])
-        for path in paths[:-1]:
+        for path in paths[1:]:
             await hooks.send(path, [{"id": f"{path}-{n}"} for n in range(3)])
 
         await drained(hooks)
 
-    arrived = [b.entity for b in sense.sandbox.batches]
-    assert arrived == [*reversed(paths)]
+    assert [b.entity for b in sense.sandbox.batches] == paths
 
 
 def record(entity: str, record_id: str, **fields: str) -> Record:
