@@ -11,7 +11,11 @@ to send: when it is missing, the version goes.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from relay.outbox import Pending
 
 DIGEST_BYTES = 8
 
@@ -25,6 +29,20 @@ def of(body: bytes) -> bytes:
     of Sense's schema, whatever order the ATS sent them in.
     """
     return hashlib.blake2b(body, digest_size=DIGEST_BYTES).digest()
+
+
+def of_delivered(
+    delivered: Sequence[Pending],
+) -> tuple[list[tuple[str, str, bytes]], list[tuple[str, str]]]:
+    """Fingerprints of delivered whole versions, and the records patched.
+
+    After a patch, relay no longer knows the whole of what Sense holds.
+    """
+    known = [
+        (p.entity, p.record_id, of(p.body)) for p in delivered if p.kind == "upsert"
+    ]
+    unknown = [(p.entity, p.record_id) for p in delivered if p.kind != "upsert"]
+    return known, unknown
 
 
 def unchanged(

@@ -184,7 +184,7 @@ class Outbox:
             self._queued_commit = None
             rows = await self._merge_patches(db, rows)
             replaced, unchanged = await self._replaced_and_unchanged(db, rows)
-            stored = [r for r in rows if (r[0], r[1]) not in unchanged]
+            stored = _without(rows, unchanged) if unchanged else rows
             await sql.insert(db, stored)
             self._count_added(rows, replaced, unchanged)
             if unchanged:
@@ -275,7 +275,7 @@ class Outbox:
             )
             removed = await sql.settle(db, delivered, refused, now)
             # A refused version leaves Sense as it was: only deliveries count.
-            await sql.remember_delivered(db, *_fingerprints(delivered))
+            await sql.remember_delivered(db, *fingerprints.of_delivered(delivered))
             if restarted:
                 await db.executemany(sql.RESTART_CHAIN, restarted)
             # Pending figures and ledger change together, with no await in
@@ -293,7 +293,8 @@ class Outbox:
         """Forgets a claim without settling it (the records stay pending)."""
         for pending in claimed:
             self._in_flight[pending.entity].pop(pending.record_id, None)
-            # Unsent, the version in flight still waits in its successor.
+            # Its changes now travel in the pending version, which keeps the
+            # older acceptance time.
             self._next_accepted_at[pending.entity].pop(pending.record_id, None)
 
     def total_records(self) -> int:
@@ -615,20 +616,10 @@ async def _add_kind_column(db: aiosqlite.Connection) -> None:
             )
 
 
-def _fingerprints(
-    delivered: Sequence[Pending],
-) -> tuple[list[tuple[str, str, bytes]], list[tuple[str, str]]]:
-    """Fingerprints of delivered whole versions, and the records patched.
-
-    After a patch, relay no longer knows the whole of what Sense holds.
-    """
-    known = [
-        (p.entity, p.record_id, fingerprints.of(p.body))
-        for p in delivered
-        if p.kind == "upsert"
-    ]
-    unknown = [(p.entity, p.record_id) for p in delivered if p.kind != "upsert"]
-    return known, unknown
+def _without(
+    rows: list[tuple[Any, ...]], records: set[tuple[str, str]]
+) -> list[tuple[Any, ...]]:
+    return [row for row in rows if (row[0], row[1]) not in records]
 
 
 def _merged(base: bytes, patch: bytes) -> bytes:
