@@ -28,6 +28,7 @@ RUNNERS: dict[str, Scenario] = {
     "drain": scenarios.drain,
     "rss": scenarios.rss,
     "sync": scenarios.sync,
+    "mixed": scenarios.mixed_load,
 }
 SCENARIOS = tuple(RUNNERS)
 # Without --durability, these run once per durability setting.
@@ -41,6 +42,7 @@ SIZING_FLAGS = {
     "drain": ("drain_records",),
     "rss": ("rss_records", "rss_watch_seconds"),
     "sync": ("sync_records",),
+    "mixed": ("seconds", "mixed_rate"),
 }
 
 DESCRIPTION = """\
@@ -55,9 +57,12 @@ Benchmarks relay on loopback. Each scenario starts a Sense sandbox and relay
                  ingest and after a restart
   sync           relay sync loading 1,000,000 candidates from a JSON Lines
                  file into the sandbox: seconds, and peak RSS
+  mixed          hooks of all ten entity types at a steady rate (10,000
+                 records/s), records delivered to the sandbox per second
 
 Without --durability, the ingest scenarios run once with outbox.durability
-"full" and once with "normal"; drain and rss use "full" (relay's default).
+"full" and once with "normal"; drain, rss and mixed use "full" (relay's
+default).
 Scenarios run in the order above, whatever order they are named in.
 Needs wrk for the ingest scenarios: apt-get update && apt-get install -y wrk
 
@@ -99,6 +104,12 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="run each scenario N times and report the median run",
     )
+    args.add_argument(
+        "--mixed-rate",
+        type=float,
+        default=10_000.0,
+        help="records/s the mixed scenario offers",
+    )
     args.add_argument("--results", type=Path, help="append results as JSON lines")
     return args
 
@@ -115,6 +126,7 @@ def main(argv: list[str]) -> int:
         rss_records=args.rss_records,
         rss_watch_seconds=args.rss_watch_seconds,
         sync_records=args.sync_records,
+        mixed_rate=args.mixed_rate,
         profile_dir=args.profile,
     )
     print(_machine(), flush=True)

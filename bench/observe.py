@@ -29,6 +29,7 @@ class Options:
     rss_records: int = 1_000_000
     rss_watch_seconds: float = 30.0
     sync_records: int = 1_000_000
+    mixed_rate: float = 10_000.0
     profile_dir: Path | None = None
 
 

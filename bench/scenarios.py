@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import export, load, processes
+from bench import export, load, mixed, processes
 from bench.observe import Options, Usage, observe
 from bench.processes import BenchError, Relay
 
@@ -18,6 +18,8 @@ ACCEPTED_HOOKS = 'relay_hook_requests_total{status="202"}'
 ACCEPTED = 'relay_records_accepted_total{entity="candidates"}'
 DELIVERED = 'relay_records_delivered_total{entity="candidates"}'
 PENDING = 'relay_outbox_records{entity="candidates"}'
+DELIVERED_ANY = "relay_records_delivered_total{"
+PENDING_ANY = "relay_outbox_records{"
 DRAIN_POLL_S = 0.05
 WATCH_POLL_S = 0.5
 
@@ -122,6 +124,57 @@ def _wrk(
         workdir=workdir,
         run_name="warmup" if warmup else "measured",
     )
+
+
+def mixed_load(durability: str, options: Options, workdir: Path) -> Result:
+    """Hooks of all ten entity types at a steady ``mixed_rate`` records/s.
+
+    Hooks of 100 records of one type each, the types taking turns, are posted
+    on a fixed schedule: a warm-up, then ``seconds`` measured. relay keeps the
+    dependency order between the types and its default flush settings. The
+    headline is the records Sense received per second during the measured
+    time, summed over the types; the target is 95 % of the offered rate.
+    """
+    with (
+        processes.sandbox(workdir) as sense,
+        processes.relay(workdir, sense.url, OUTBOX__DURABILITY=durability) as relay,
+    ):
+        rate = options.mixed_rate
+        mixed.post_steadily(relay.url, rate, options.warmup_seconds, "warmup")
+        before, batches_before = relay.metrics(), _batches(sense)
+        with observe(options, f"mixed-{durability}", relay, sense) as usage:
+            started = time.monotonic()
+            posted = mixed.post_steadily(relay.url, rate, options.seconds, "measured")
+            seconds = time.monotonic() - started
+        after, batches = relay.metrics(), _batches(sense) - batches_before
+    delivered = _total(after, DELIVERED_ANY) - _total(before, DELIVERED_ANY)
+    details: dict[str, object] = {
+        "offered_per_s": round(rate),
+        "accepted_per_s": round(posted / seconds),
+        "seconds": round(seconds, 2),
+        "batches": batches,
+        "records_per_batch": round(delivered / max(batches, 1), 1),
+        "pending_at_end": round(_total(after, PENDING_ANY)),
+        **usage.cores(),
+    }
+    return Result(
+        "mixed",
+        durability,
+        delivered / seconds,
+        "records/s",
+        0.95 * rate,
+        False,
+        details,
+    )
+
+
+def _batches(sense: processes.Service) -> int:
+    return round(_number(processes.sandbox_stats(sense)["batches"]))
+
+
+def _total(metrics: Metrics, family: str) -> float:
+    """The sum of one metric over its entity labels."""
+    return sum(value for key, value in metrics.items() if key.startswith(family))
 
 
 def drain(durability: str, options: Options, workdir: Path) -> Result:

@@ -507,6 +507,21 @@ def _hand_to_relay(
         sys.exit(1)
 
 
+@main.group()
+def fingerprints() -> None:
+    """Manage what relay remembers of the versions Sense accepted."""
+
+
+@fingerprints.command("clear")
+@config_option
+@entity_option
+@exits_cleanly
+def fingerprints_clear(config_path: Path | None, entity: str | None) -> None:
+    """Forget them, so that the next version of every record is sent."""
+    cleared = _on_outbox(config_path, lambda box: box.clear_fingerprints(entity))
+    click.echo(f"{cleared} fingerprint(s) cleared")
+
+
 @main.command()
 @click.option("--port", default=8080, show_default=True, help="relay's hook port.")
 @click.option("--sandbox-port", default=8090, show_default=True)

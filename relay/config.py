@@ -67,6 +67,7 @@ class OutboxSettings(Section):
     durability: Literal["full", "normal"] = "full"
     max_records: int = Field(5_000_000, ge=1)
     max_bytes: int = Field(4 * 1024**3, ge=1024)
+    skip_unchanged: bool = True
 
 
 class FlushSettings(Section):

@@ -24,6 +24,7 @@ from relay.ingest import Ingest
 from relay.metrics import Metrics
 from relay.notify import Notifier
 from relay.oidc import JwtVerifier
+from relay.ordering import DependencyOrder
 from relay.outbox import Outbox
 from relay.receiver import Receiver, tls_context
 from relay.sense import SenseClient
@@ -70,6 +71,7 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             settings.outbox.durability,
             settings.outbox.max_records,
             settings.outbox.max_bytes,
+            settings.outbox.skip_unchanged,
         ) as box,
         aiohttp.ClientSession() as session,
     ):
@@ -190,8 +192,18 @@ def _start_flushers(
         settings.sense.compress,
     )
     backoff = Backoff(settings.retry.base_seconds, settings.retry.cap_seconds)
+    order = DependencyOrder(box)
     flushers = [
-        Flusher(entity_type.path, box, client, packer, settings.flush, backoff, metrics)
+        Flusher(
+            entity_type.path,
+            box,
+            client,
+            packer,
+            settings.flush,
+            backoff,
+            metrics,
+            order,
+        )
         for entity_type in entities.ENTITY_TYPES
     ]
     return [

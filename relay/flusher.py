@@ -4,6 +4,8 @@ A flush cycle reads as claim → pack → send → settle. A batch goes when the
 pending records reach the record limit, would pass the byte limit once
 compressed, or when the oldest has waited ``max_age_seconds`` (Sense's
 "500 updates, 256 kb after compression or 5 minutes, whichever comes first").
+Records wait, whatever the trigger, for the records of preceding entity types
+accepted before them (relay.ordering).
 """
 
 from __future__ import annotations
@@ -19,11 +21,19 @@ from relay.backoff import Backoff, sleep_unless_stopping
 from relay.batch import Batch, Packer
 from relay.config import FlushSettings
 from relay.metrics import Metrics
+from relay.ordering import DependencyOrder
 from relay.outbox import Outbox, Pending, Refusal
 from relay.sense import Accepted, Rejected, SenseClient, TooLarge
 
 # Until a batch has been compressed, assume JSON shrinks to a quarter.
 INITIAL_COMPRESSION_RATIO = 0.25
+# While held back, look again this often even if no preceding type settled:
+# another process may have changed the outbox.
+HELD_BACK_RECHECK_S = 1.0
+# Held back this long with nothing moving, a flusher urges the types it waits
+# for. Under a steady load they flush on their own well within it; urging
+# them at once would only make their batches leave part full.
+URGE_AFTER_S = 1.0
 
 
 class Flusher:
@@ -38,6 +48,7 @@ class Flusher:
         settings: FlushSettings,
         backoff: Backoff,
         metrics: Metrics,
+        order: DependencyOrder,
     ) -> None:
         self.entity = entity
         self._outbox = box
@@ -46,6 +57,14 @@ class Flusher:
         self._settings = settings
         self._backoff = backoff
         self._metrics = metrics
+        self._order = order
+        # The barrier at which records were last held back, since when, the
+        # oldest version held, and whether some that could have gone were
+        # kept to make a fuller batch.
+        self._held_at: float | None = None
+        self._held_since = 0.0
+        self._held_seq = 0
+        self._withheld = False
         self._ratio = INITIAL_COMPRESSION_RATIO
         self._trial_raw = 0
         self._stopping = asyncio.Event()
@@ -85,16 +104,73 @@ class Flusher:
 
     async def _next_batch(self) -> Batch | None:
         """Claims and packs the next batch; None if it should not go yet."""
-        claimed = await self._outbox.claim(self.entity, self._settings.max_records)
+        claimed = await self._claim()
         if not claimed:
-            # The figures said records were waiting; they were out of date.
-            await self._outbox.refresh_stats()
+            if self._held_at is None:
+                # The figures said records were waiting; they were out of date.
+                await self._outbox.refresh_stats()
             return None
         batch = await self._pack(claimed)
-        if self._only_maybe_full(batch, claimed) or not batch.records:
+        self._withheld = self._worth_waiting(batch, claimed)
+        urged = self._order.urged(self.entity)
+        if self._withheld or (not urged and self._only_maybe_full(batch, claimed)):
             self._outbox.release(batch.records)
             return None
+        if not batch.records:
+            return None
         return batch
+
+    async def _claim(self) -> list[Pending]:
+        """Claims what may go now, noting what waits for preceding types."""
+        limit = self._settings.max_records
+        barrier = self._order.barrier(self.entity)
+        if barrier is None:
+            self._stop_holding()
+            return await self._outbox.claim(self.entity, limit)
+
+        claimed, held_seq = await self._outbox.claim_before(self.entity, limit, barrier)
+        if held_seq is None:
+            self._stop_holding()
+        else:
+            self._hold(barrier, held_seq)
+        return claimed
+
+    def _hold(self, barrier: float, held_seq: int) -> None:
+        if barrier != self._held_at:
+            self._held_since = time.monotonic()
+        self._held_at, self._held_seq = barrier, held_seq
+        self._order.hold(self.entity)
+        self._urge_if_stuck()
+
+    def _urge_if_stuck(self) -> None:
+        # A type that others wait for passes the urge on at once.
+        stuck = time.monotonic() - self._held_since >= URGE_AFTER_S
+        if stuck or self._order.urged(self.entity):
+            self._order.urge(self.entity, self._held_seq)
+
+    def _held_timeout_s(self) -> float:
+        until_stuck_s = self._held_since + URGE_AFTER_S - time.monotonic()
+        return until_stuck_s if until_stuck_s > 0 else HELD_BACK_RECHECK_S
+
+    def _stop_holding(self) -> None:
+        if self._held_at is not None:
+            self._held_at, self._withheld = None, False
+            self._order.unhold(self.entity)
+
+    def _worth_waiting(self, batch: Batch, claimed: list[Pending]) -> bool:
+        """True if held back and what may go would not fill a batch yet.
+
+        The preceding types flush soon, on their own or urged, and the rest
+        can follow then.
+        """
+        if self._held_at is None or self._order.urged(self.entity):
+            return False
+        full = (
+            len(claimed) >= self._settings.max_records
+            or len(batch.records) < len(claimed)
+            or batch.body_bytes >= self._packer.max_body_bytes * 0.9
+        )
+        return not full and self._seconds_until_too_old() != 0
 
     async def _deliver_in_slot(self, batch: Batch, slots: asyncio.Semaphore) -> None:
         try:
@@ -113,15 +189,16 @@ class Flusher:
         changed.clear()
         if self._due():
             return True
+        timeout_s = self._seconds_until_too_old()
+        if self._held_at is not None:
+            timeout_s = self._held_timeout_s()
         waiters = [
             asyncio.ensure_future(changed.wait()),
             asyncio.ensure_future(stopping.wait()),
         ]
         try:
             await asyncio.wait(
-                waiters,
-                timeout=self._seconds_until_too_old(),
-                return_when=asyncio.FIRST_COMPLETED,
+                waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             for waiter in waiters:
@@ -132,12 +209,21 @@ class Flusher:
         stats = self._outbox.stats[self.entity]
         unsent = self._outbox.unsent(self.entity)
         if unsent <= 0:
+            self._stop_holding()
             return False
+        if self._held_at is not None:
+            if self._order.barrier(self.entity) == self._held_at:
+                # Nothing more may go until a preceding type has sent, unless
+                # records kept back for a fuller batch are wanted now.
+                self._urge_if_stuck()
+                return self._withheld and self._order.urged(self.entity)
+            self._stop_holding()
         return (
             unsent >= self._settings.max_records
             or stats.bytes * self._ratio >= self._packer.max_body_bytes
             or self._seconds_until_too_old() == 0
             or self._worth_a_trial_pack()
+            or self._order.urged(self.entity)
         )
 
     def _worth_a_trial_pack(self) -> bool:
@@ -260,6 +346,7 @@ class Flusher:
             )
 
         await self._outbox.settle(batch.records)
+        self._order.settled(self.entity)
 
     async def _settle_rejected(self, batch: Batch, outcome: Rejected) -> None:
         named = {issue.entity_id: issue for issue in outcome.errors if issue.entity_id}
@@ -300,6 +387,7 @@ class Flusher:
 
     async def _refuse(self, refusals: Sequence[Refusal]) -> None:
         await self._outbox.settle([], refusals)
+        self._order.settled(self.entity)
         for refusal in refusals:
             self._log.error(
                 "record_dead_lettered",

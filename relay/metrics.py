@@ -3,10 +3,12 @@
 For each entity type the record counters reconcile, so that silent loss
 cannot hide::
 
-    accepted + recovered == delivered + coalesced + dead_lettered + pending
+    accepted + recovered == delivered + coalesced + dead_lettered + unchanged
+                            + pending
 
-where ``recovered`` counts the records found pending when the daemon started
-and ``pending`` is ``relay_outbox_records``. Resume uploads reconcile the same
+where ``recovered`` counts the records found pending when the daemon started,
+``unchanged`` the versions not sent because Sense held them already, and
+``pending`` is ``relay_outbox_records``. Resume uploads reconcile the same
 way, with ``relay_resumes_*_total`` and ``relay_outbox_resumes``.
 """
 
@@ -46,6 +48,8 @@ LEDGER = {
     "delivered": "Records Sense accepted.",
     "coalesced": "Pending versions replaced by a newer accepted version.",
     "dead_lettered": "Records Sense refused for good, kept as dead letters.",
+    "unchanged": "Records acknowledged but not sent: identical to the version "
+    "Sense last accepted.",
 }
 
 

@@ -23,13 +23,18 @@ import aiosqlite
 import orjson
 import structlog
 
-from relay import errors, salvage, sql
+from relay import errors, fingerprints, salvage, sql
 from relay.records import Record
 from relay.writer import GroupCommitWriter, Work
 
 log = structlog.get_logger("relay.outbox")
 
 OUTBOX_FULL_RETRY_AFTER_S = 5
+# A version's seq is wall-clock nanoseconds read just after its commit took
+# accepted_at, or higher, so "accepted before t" reads "seq below t in ns".
+# The margin absorbs the rounding of accepted_at (a float) and errs on the
+# side of waiting.
+ORDER_MARGIN_NS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +63,7 @@ class Ledger:
 
     Each figure changes in the same writer unit as the rows it counts, so
     that at any instant ``accepted + recovered == delivered + coalesced +
-    dead_lettered + pending``.
+    dead_lettered + unchanged + pending``.
     """
 
     accepted: int = 0
@@ -66,6 +71,7 @@ class Ledger:
     delivered: int = 0
     coalesced: int = 0
     dead_lettered: int = 0
+    unchanged: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +98,13 @@ class Refusal:
 class Outbox:
     """The SQLite outbox file. Use ``async with Outbox.open(...)``."""
 
-    def __init__(self, path: Path, max_records: int, max_bytes: int) -> None:
+    def __init__(
+        self, path: Path, max_records: int, max_bytes: int, skip_unchanged: bool
+    ) -> None:
         self.path = path
         self.max_records = max_records
         self.max_bytes = max_bytes
+        self.skip_unchanged = skip_unchanged
         self.stats: dict[str, EntityStats] = defaultdict(EntityStats)
         self.changed: dict[str, asyncio.Event] = defaultdict(asyncio.Event)
         # Set whenever settled versions leave the outbox, for work that waits
@@ -104,6 +113,9 @@ class Outbox:
         self._held_beside: list[Callable[[], tuple[int, int]]] = []
         # Per entity type, the version of each record in a batch being sent.
         self._in_flight: dict[str, dict[str, int]] = defaultdict(dict)
+        # Per entity type, when the first version after the one in flight
+        # came, for records that changed while being sent.
+        self._next_accepted_at: dict[str, dict[str, float]] = defaultdict(dict)
         self.ledger: dict[str, Ledger] = defaultdict(Ledger)
         self._queued_rows: list[tuple[Any, ...]] = []
         self._queued_commit: asyncio.Future[None] | None = None
@@ -120,9 +132,14 @@ class Outbox:
         durability: str = "full",
         max_records: int = 5_000_000,
         max_bytes: int = 4 * 1024**3,
+        skip_unchanged: bool = True,
     ) -> AsyncIterator[Outbox]:
-        """Opens (creating if needed) and checks the outbox file."""
-        outbox = cls(path, max_records, max_bytes)
+        """Opens (creating if needed) and checks the outbox file.
+
+        With ``skip_unchanged``, a whole version identical to the one Sense
+        last accepted for its record is acknowledged but not stored.
+        """
+        outbox = cls(path, max_records, max_bytes, skip_unchanged)
         try:
             await outbox._connect(durability)
         except (sqlite3.DatabaseError, OSError) as exc:
@@ -170,8 +187,13 @@ class Outbox:
             rows, self._queued_rows = self._queued_rows, []
             self._queued_commit = None
             rows = await self._merge_patches(db, rows)
-            self._count_added(rows, await sql.upsert(db, rows))
-            return {row[0] for row in rows}
+            replaced, unchanged = await self._replaced_and_unchanged(db, rows)
+            stored = _without(rows, unchanged) if unchanged else rows
+            await sql.insert(db, stored)
+            self._count_added(rows, replaced, unchanged)
+            if unchanged:
+                await self._count_as_delivered(db, rows, unchanged)
+            return {row[0] for row in stored}
 
         for entity in await self._write(upsert):
             self.changed[entity].set()
@@ -202,6 +224,41 @@ class Outbox:
             in_flight[pending.record_id] = pending.seq
         return claimed
 
+    async def claim_before(
+        self, entity: str, limit: int, before: float
+    ) -> tuple[list[Pending], int | None]:
+        """Claims like ``claim``, only versions accepted before ``before``.
+
+        A pending version that coalesced versions accepted on both sides of
+        ``before`` is passed over too. Also returns the lowest seq among the
+        unsent records passed over (a lower bound when not all were read),
+        or None if nothing was passed over.
+        """
+        claim: tuple[list[Pending], int | None] = await self._write(
+            lambda db: self._claim_before(db, entity, limit, before)
+        )
+        return claim
+
+    async def _claim_before(
+        self, db: aiosqlite.Connection, entity: str, limit: int, before: float
+    ) -> tuple[list[Pending], int | None]:
+        in_flight = self._in_flight[entity]
+        rows = await db.execute_fetchall(
+            sql.CLAIM_BEFORE, (entity, before, limit + len(in_flight))
+        )
+        below = seq_before(before)
+        free = [row for row in rows if row[0] not in in_flight]
+        claimed = [
+            Pending(entity, record_id, seq, body, kind)
+            for record_id, seq, body, kind in free
+            if seq < below
+        ][:limit]
+        for pending in claimed:
+            in_flight[pending.record_id] = pending.seq
+        if len(claimed) == limit or self.unsent(entity) <= 0:
+            return claimed, None
+        return claimed, min((row[1] for row in free if row[1] >= below), default=below)
+
     def unsent(self, entity: str) -> int:
         """Records of one type pending and not in a batch being sent."""
         return self.stats[entity].records - len(self._in_flight[entity])
@@ -217,14 +274,21 @@ class Outbox:
         now = time.time()
 
         async def remove(db: aiosqlite.Connection) -> None:
+            restarted = self._restarted_chains(
+                [*delivered, *(r.pending for r in refused)]
+            )
             removed = await sql.settle(db, delivered, refused, now)
+            # A refused version leaves Sense as it was: only deliveries count.
+            await sql.remember_delivered(db, *fingerprints.of_delivered(delivered))
+            if restarted:
+                await db.executemany(sql.RESTART_CHAIN, restarted)
             # Pending figures and ledger change together, with no await in
             # between, so that a scrape never sees one without the other.
             for pending in delivered:
                 self.ledger[pending.entity].delivered += 1
             for refusal in refused:
                 self.ledger[refusal.pending.entity].dead_lettered += 1
-            await self._count_removed(db, removed)
+            await self._count_removed(db, removed, {e for _, e, _ in restarted})
 
         await self._write(remove)
         self.release([*delivered, *(r.pending for r in refused)])
@@ -234,6 +298,9 @@ class Outbox:
         """Forgets a claim without settling it (the records stay pending)."""
         for pending in claimed:
             self._in_flight[pending.entity].pop(pending.record_id, None)
+            # Its changes now travel in the pending version, which keeps the
+            # older acceptance time.
+            self._next_accepted_at[pending.entity].pop(pending.record_id, None)
 
     def next_seq(self) -> int:
         """A version number above every one given out or stored so far."""
@@ -307,6 +374,13 @@ class Outbox:
         returned = await self._write(lambda db: sql.retry_dead_letters(db, entity))
         await self.refresh_stats()
         return int(returned)
+
+    async def clear_fingerprints(self, entity: str | None = None) -> int:
+        """Forgets what Sense was last sent, so that every next version goes.
+
+        Returns how many fingerprints were cleared.
+        """
+        return int(await self._write(lambda db: sql.clear_fingerprints(db, entity)))
 
     async def purge_dead_letters(self, entity: str | None = None) -> int:
         """Deletes dead letters for good; returns how many were deleted."""
@@ -414,6 +488,44 @@ class Outbox:
             merged.append((entity, record_id, seq, accepted_at, len(body), body, kind))
         return merged
 
+    def _restarted_chains(
+        self, settled: Sequence[Pending]
+    ) -> list[tuple[float, str, str]]:
+        """New acceptance times of records that changed while being sent.
+
+        Once the version in flight is settled, the pending version is the
+        oldest change of its record left, so its acceptance time counts.
+        """
+        restarted = []
+        for pending in settled:
+            accepted_at = self._next_accepted_at[pending.entity].pop(
+                pending.record_id, None
+            )
+            if accepted_at is not None:
+                restarted.append((accepted_at, pending.entity, pending.record_id))
+        return restarted
+
+    async def _replaced_and_unchanged(
+        self, db: aiosqlite.Connection, rows: list[tuple[Any, ...]]
+    ) -> tuple[dict[tuple[str, str], tuple[int, int]], set[tuple[str, str]]]:
+        """The pending rows replaced, and the records Sense holds unchanged."""
+        if not self.skip_unchanged:
+            return await sql.pending_versions(db, rows), set()
+        replaced, delivered = await sql.pending_and_delivered(db, rows)
+        return replaced, fingerprints.unchanged(rows, replaced, delivered)
+
+    async def _count_as_delivered(
+        self,
+        db: aiosqlite.Connection,
+        rows: list[tuple[Any, ...]],
+        unchanged: set[tuple[str, str]],
+    ) -> None:
+        # Sense holds this version already, so an older dead letter of the
+        # record must not be replayed over it, as if it had been delivered.
+        newest = {(r[0], r[1]): r[2] for r in rows if (r[0], r[1]) in unchanged}
+        versions = [(entity, rid, seq) for (entity, rid), seq in newest.items()]
+        await sql.drop_older_dead_letters(db, versions)
+
     async def _unsent_version(
         self, db: aiosqlite.Connection, entity: str, record_id: str
     ) -> tuple[str, bytes] | None:
@@ -429,6 +541,7 @@ class Outbox:
         self,
         rows: list[tuple[Any, ...]],
         replaced: dict[tuple[str, str], tuple[int, int]],
+        unchanged: set[tuple[str, str]],
     ) -> None:
         versions: dict[tuple[str, str], int] = defaultdict(int)
         newest: dict[tuple[str, str], tuple[float, int]] = {}
@@ -437,6 +550,9 @@ class Outbox:
             newest[(entity, record_id)] = (accepted_at, size)
         for key, count in versions.items():
             entity, record_id = key
+            if key in unchanged:
+                self._count_unchanged(entity, count)
+                continue
             accepted_at, size = newest[key]
             self._count_version(
                 entity, record_id, accepted_at, size, replaced.get(key), count - 1
@@ -464,13 +580,25 @@ class Outbox:
             # A version in flight is not lost: it is delivered, then this one.
             if self._in_flight[entity].get(record_id) != replaced_seq:
                 coalesced += 1
+            else:
+                self._next_accepted_at[entity].setdefault(record_id, accepted_at)
         self.ledger[entity].accepted += 1 + superseded_in_commit
         self.ledger[entity].coalesced += coalesced
 
+    def _count_unchanged(self, entity: str, versions: int) -> None:
+        # The newest version is not stored; any older one in the same commit
+        # was replaced by it, as if it had been pending.
+        ledger = self.ledger[entity]
+        ledger.accepted += versions
+        ledger.coalesced += versions - 1
+        ledger.unchanged += 1
+
     async def _count_removed(
-        self, db: aiosqlite.Connection, removed: list[tuple[str, int]]
+        self,
+        db: aiosqlite.Connection,
+        removed: list[tuple[str, int]],
+        touched: set[str],
     ) -> None:
-        touched = set()
         for entity, size in removed:
             stats = self.stats[entity]
             stats.records -= 1
@@ -497,6 +625,11 @@ class Outbox:
         return await self._writer.submit(work)
 
 
+def seq_before(accepted_at: float) -> int:
+    """The seqs of versions accepted before ``accepted_at`` are below this."""
+    return int(accepted_at * 1e9) - ORDER_MARGIN_NS
+
+
 def _dead_letter(row: Any) -> DeadLetter:
     entity, record_id, seq, failed_at, status, reason, body, kind = row
     return DeadLetter(
@@ -514,6 +647,12 @@ async def _add_kind_column(db: aiosqlite.Connection) -> None:
             await db.execute(
                 f"ALTER TABLE {table} ADD COLUMN kind TEXT NOT NULL DEFAULT 'upsert'"
             )
+
+
+def _without(
+    rows: list[tuple[Any, ...]], records: set[tuple[str, str]]
+) -> list[tuple[Any, ...]]:
+    return [row for row in rows if (row[0], row[1]) not in records]
 
 
 def _merged(base: bytes, patch: bytes) -> bytes:

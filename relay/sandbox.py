@@ -62,7 +62,9 @@ class Fault:
     Waits delay_s, then answers status (with Retry-After when retry_after_s is
     set) or closes the socket without answering. A fault with neither only
     delays, and the request then proceeds; a client that left during the delay
-    abandons it, and nothing is stored. Raises ValueError when contradictory.
+    abandons it, and nothing is stored. With ``entity`` set, it answers only a
+    request for that entity path, and requests for others pass it by. Raises
+    ValueError when contradictory.
     """
 
     __pydantic_config__ = pydantic.ConfigDict(extra="forbid", strict=True)
@@ -71,8 +73,11 @@ class Fault:
     retry_after_s: float | None = None
     drop_connection: bool = False
     delay_s: float = 0.0
+    entity: str | None = None
 
     def __post_init__(self) -> None:
+        if self.entity is not None and self.entity not in entities.BY_PATH:
+            raise ValueError(f"{self.entity!r} is not a Sense entity path")
         if self.status is not None and not 400 <= self.status <= 599:
             raise ValueError(f"status {self.status} is not an error status")
         if self.status is not None and self.drop_connection:
@@ -94,6 +99,8 @@ class Batch:
     received_at_s: float
     """time.monotonic() when the request reached its handler."""
     ids: tuple[str, ...]
+    accepted_at_s: float = 0.0
+    """time.monotonic() when the records were stored, just before the 201."""
 
 
 class Exchange(NamedTuple):
@@ -185,6 +192,18 @@ class Sandbox:
         """Makes every token issued so far answer 401."""
         self._tokens.clear()
         log.info("sandbox_tokens_revoked")
+
+    def arrivals(self) -> list[dict[str, Any]]:
+        """The batches accepted, in the order they arrived."""
+        return [
+            {
+                "entity": batch.entity,
+                "ids": list(batch.ids),
+                "received_at_s": batch.received_at_s,
+                "accepted_at_s": batch.accepted_at_s,
+            }
+            for batch in self.batches
+        ]
 
     def stats(self) -> dict[str, Any]:
         """Sums up what the sandbox received, for benchmarks and the CLI."""
@@ -377,9 +396,10 @@ class Sandbox:
         return _inflate(request, body), len(body)
 
     async def _answer_fault(self, request: web.Request) -> None:
-        if not self._faults:
+        # A resume upload's path names no entity type: it is a candidate's.
+        fault = self._next_fault(request.match_info.get("path", "candidates"))
+        if fault is None:
             return
-        fault = self._faults.popleft()
         log.info("sandbox_fault_answered", **vars(fault))
 
         await asyncio.sleep(fault.delay_s)
@@ -388,6 +408,13 @@ class Sandbox:
             _drop(request)
         if fault.status is not None:
             raise _fault_refusal(fault.status, fault.retry_after_s)
+
+    def _next_fault(self, entity: str) -> Fault | None:
+        for index, fault in enumerate(self._faults):
+            if fault.entity in (None, entity):
+                del self._faults[index]
+                return fault
+        return None
 
     def _validate(
         self, entity_type: entities.EntityType, items: list[Any]
@@ -426,7 +453,15 @@ class Sandbox:
         ids = tuple(record.record_id for record in valid)
         encoding = request.headers.get("Content-Encoding")
         self.batches.append(
-            Batch(entity_type.path, len(ids), body_bytes, encoding, received_at_s, ids)
+            Batch(
+                entity_type.path,
+                len(ids),
+                body_bytes,
+                encoding,
+                received_at_s,
+                ids,
+                time.monotonic(),
+            )
         )
 
         log.info(
@@ -502,6 +537,7 @@ class _Controls:
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         router.add_get(CONTROL_PREFIX + "/stats", self.stats)
+        router.add_get(CONTROL_PREFIX + "/batches", self.batches)
         router.add_post(CONTROL_PREFIX + "/faults", self.script)
         router.add_post(CONTROL_PREFIX + "/reject", self.reject)
         router.add_delete(CONTROL_PREFIX + "/reject", self.clear_rejected)
@@ -510,6 +546,9 @@ class _Controls:
 
     async def stats(self, request: web.Request) -> web.Response:
         return _json(200, self.sandbox.stats())
+
+    async def batches(self, request: web.Request) -> web.Response:
+        return _json(200, self.sandbox.arrivals())
 
     async def script(self, request: web.Request) -> web.Response:
         self.sandbox.script(*_parse(_FAULTS, await request.read()))

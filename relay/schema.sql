@@ -32,6 +32,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     UNIQUE (entity, record_id)
 );
 
+-- A digest of the last whole version Sense accepted for each record, so that
+-- an identical version arriving again is not sent again. A missing row only
+-- means "unknown": the next version is sent.
+CREATE TABLE IF NOT EXISTS fingerprints (
+    entity      TEXT    NOT NULL,
+    record_id   TEXT    NOT NULL,
+    digest      BLOB    NOT NULL,
+    PRIMARY KEY (entity, record_id)
+) WITHOUT ROWID;
+
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import aiosqlite
@@ -38,6 +38,24 @@ REPLACED = """
 SELECT record_id, seq, size FROM outbox
 WHERE entity = ? AND record_id IN ({marks})
 """
+# ?1 is the entity path, ?2 onwards the record ids, bound once for both.
+PENDING_OR_DELIVERED = """
+SELECT record_id, seq, size, NULL FROM outbox
+WHERE entity = ?1 AND record_id IN ({marks})
+UNION ALL
+SELECT record_id, NULL, NULL, digest FROM fingerprints
+WHERE entity = ?1 AND record_id IN ({marks})
+"""
+REMEMBER_DELIVERED = """
+INSERT INTO fingerprints (entity, record_id, digest) VALUES {values}
+ON CONFLICT (entity, record_id) DO UPDATE SET digest = excluded.digest
+"""
+FORGET_DELIVERED = "DELETE FROM fingerprints WHERE entity = ? AND record_id = ?"
+# ?1 is an entity path, or NULL for every entity type.
+CLEAR_FINGERPRINTS = "DELETE FROM fingerprints WHERE ?1 IS NULL OR entity = ?1"
+DROP_OLDER_DEAD_LETTER = (
+    "DELETE FROM dead_letters WHERE entity = ? AND record_id = ? AND seq < ?"
+)
 
 # Written as a join so that each version is found through the unique index;
 # a plain "(entity, record_id, seq) IN (VALUES ...)" scans the whole table.
@@ -55,6 +73,12 @@ CLAIM = """
 SELECT record_id, seq, body, kind FROM outbox WHERE entity = ?
 ORDER BY accepted_at LIMIT ?
 """
+# Only versions accepted before ?2; the caller checks each version's seq too.
+CLAIM_BEFORE = """
+SELECT record_id, seq, body, kind FROM outbox WHERE entity = ?1 AND accepted_at < ?2
+ORDER BY accepted_at LIMIT ?3
+"""
+RESTART_CHAIN = "UPDATE outbox SET accepted_at = ? WHERE entity = ? AND record_id = ?"
 OLDEST = "SELECT min(accepted_at) FROM outbox WHERE entity = ?"
 RECOUNT = """
 SELECT entity, count(*), total(size), min(accepted_at) FROM outbox
@@ -75,36 +99,58 @@ WHERE ?1 IS NULL OR entity = ?1 ORDER BY failed_at
 PURGE_DEAD_LETTERS = "DELETE FROM dead_letters WHERE ?1 IS NULL OR entity = ?1"
 
 
-async def upsert(
-    db: aiosqlite.Connection, rows: list[tuple[Any, ...]]
-) -> dict[tuple[str, str], tuple[int, int]]:
-    """Stores rows; returns the (seq, size) of each pending row they replace."""
-    replaced = await pending_versions(db, rows)
+async def insert(db: aiosqlite.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Stores rows, each replacing the pending version of its record."""
     for start in range(0, len(rows), ROWS_PER_STATEMENT):
         chunk = rows[start : start + ROWS_PER_STATEMENT]
         values = ",".join(["(?,?,?,?,?,?,?)"] * len(chunk))
         args = [value for row in chunk for value in row]
         await db.execute(UPSERT.format(values=values), args)
-    return replaced
 
 
 async def pending_versions(
     db: aiosqlite.Connection, rows: list[tuple[Any, ...]]
 ) -> dict[tuple[str, str], tuple[int, int]]:
+    """The (seq, size) of each pending row that rows would replace."""
+    found: dict[tuple[str, str], tuple[int, int]] = {}
+    for entity, chunk in _ids_by_entity(rows):
+        sql = REPLACED.format(marks=",".join("?" * len(chunk)))
+        for record_id, seq, size in await db.execute_fetchall(sql, [entity, *chunk]):
+            found[(entity, record_id)] = (seq, size)
+    return found
+
+
+async def pending_and_delivered(
+    db: aiosqlite.Connection, rows: list[tuple[Any, ...]]
+) -> tuple[dict[tuple[str, str], tuple[int, int]], dict[tuple[str, str], bytes]]:
+    """The pending versions rows replace, and the fingerprints of their records.
+
+    One statement reads both, so that checking fingerprints costs the ingest
+    no extra round trip to the SQLite thread.
+    """
+    pending: dict[tuple[str, str], tuple[int, int]] = {}
+    delivered: dict[tuple[str, str], bytes] = {}
+    for entity, chunk in _ids_by_entity(rows):
+        marks = ",".join(f"?{n}" for n in range(2, len(chunk) + 2))
+        sql = PENDING_OR_DELIVERED.format(marks=marks)
+        for record_id, seq, size, digest in await db.execute_fetchall(
+            sql, [entity, *chunk]
+        ):
+            if digest is None:
+                pending[(entity, record_id)] = (seq, size)
+            else:
+                delivered[(entity, record_id)] = bytes(digest)
+    return pending, delivered
+
+
+def _ids_by_entity(rows: list[tuple[Any, ...]]) -> Iterator[tuple[str, list[str]]]:
     ids_by_entity: dict[str, set[str]] = defaultdict(set)
     for row in rows:
         ids_by_entity[row[0]].add(row[1])
-    found: dict[tuple[str, str], tuple[int, int]] = {}
     for entity, id_set in ids_by_entity.items():
         ids = list(id_set)
         for start in range(0, len(ids), ROWS_PER_STATEMENT):
-            chunk = ids[start : start + ROWS_PER_STATEMENT]
-            sql = REPLACED.format(marks=",".join("?" * len(chunk)))
-            for record_id, seq, size in await db.execute_fetchall(
-                sql, [entity, *chunk]
-            ):
-                found[(entity, record_id)] = (seq, size)
-    return found
+            yield entity, ids[start : start + ROWS_PER_STATEMENT]
 
 
 async def settle(
@@ -122,8 +168,7 @@ async def settle(
         async with db.execute(SETTLE.format(values=values), args) as cursor:
             removed.extend((str(e), int(size)) for e, size in await cursor.fetchall())
     await db.executemany(
-        "DELETE FROM dead_letters WHERE entity = ? AND record_id = ? AND seq < ?",
-        [(p.entity, p.record_id, p.seq) for p in delivered],
+        DROP_OLDER_DEAD_LETTER, [(p.entity, p.record_id, p.seq) for p in delivered]
     )
     await db.executemany(
         "INSERT INTO dead_letters "
@@ -289,3 +334,30 @@ UPDATE writebacks SET state = 'pending', attempts = 0, next_attempt_at = ?2,
 WHERE id = ?1 AND state != 'delivered'
 """
 PURGE_WRITEBACKS = "DELETE FROM writebacks WHERE state = ?1 AND settled_at < ?2"
+
+
+async def remember_delivered(
+    db: aiosqlite.Connection,
+    fingerprints: list[tuple[str, str, bytes]],
+    unknown: list[tuple[str, str]],
+) -> None:
+    """Stores the fingerprints of delivered versions; forgets the ``unknown``."""
+    for start in range(0, len(fingerprints), ROWS_PER_STATEMENT):
+        chunk = fingerprints[start : start + ROWS_PER_STATEMENT]
+        values = ",".join(["(?,?,?)"] * len(chunk))
+        args = [value for row in chunk for value in row]
+        await db.execute(REMEMBER_DELIVERED.format(values=values), args)
+    if unknown:
+        await db.executemany(FORGET_DELIVERED, unknown)
+
+
+async def drop_older_dead_letters(
+    db: aiosqlite.Connection, versions: list[tuple[str, str, int]]
+) -> None:
+    """Deletes dead letters older than these (entity, record id, seq) versions."""
+    await db.executemany(DROP_OLDER_DEAD_LETTER, versions)
+
+
+async def clear_fingerprints(db: aiosqlite.Connection, entity: str | None) -> int:
+    cursor = await db.execute(CLEAR_FINGERPRINTS, (entity,))
+    return cursor.rowcount

@@ -199,6 +199,32 @@ def test_purge_deletes_dead_letters_for_good(tmp_path: Path) -> None:
     assert listed.stdout == ""
 
 
+def test_fingerprints_clear_makes_relay_send_an_identical_version_again(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "outbox.db"
+    record = Record("leads", "1", orjson.dumps({"id": "1"}))
+
+    async def deliver() -> None:
+        async with Outbox.open(path) as box:
+            await box.add([record])
+            await box.settle(await box.claim("leads", 10))
+
+    async def resend() -> int:
+        async with Outbox.open(path) as box:
+            await box.add([record])
+            return box.total_records()
+
+    asyncio.run(deliver())
+    skipped = asyncio.run(resend())
+    cleared = relay("fingerprints", "clear", RELAY_OUTBOX__PATH=str(path))
+    stored = asyncio.run(resend())
+
+    assert cleared.returncode == 0, cleared.stderr
+    assert "1 fingerprint(s) cleared" in cleared.stdout
+    assert (skipped, stored) == (0, 1)
+
+
 def test_status_of_a_missing_outbox_says_so(tmp_path: Path) -> None:
     result = relay("status", RELAY_OUTBOX__PATH=str(tmp_path / "none.db"))
 
@@ -221,6 +247,7 @@ def test_help_lists_every_command() -> None:
         "check-config",
         "resume",
         "writebacks",
+        "fingerprints",
     ):
         assert command in result.stdout
 

@@ -324,6 +324,19 @@ async def test_scripted_faults_are_answered_in_order(client: Client) -> None:
     ]
 
 
+async def test_a_fault_for_one_entity_path_lets_the_others_pass(
+    client: Client,
+) -> None:
+    token = await client.token()
+    client.sandbox.script(sandbox.Fault(status=503, entity="job-orders"))
+
+    passed, _, _ = await client.upsert([CANDIDATE], token=token)
+    faulted, _, _ = await client.upsert([{"id": "j-1"}], token=token, path="job-orders")
+    retried, _, _ = await client.upsert([{"id": "j-1"}], token=token, path="job-orders")
+
+    assert (passed, faulted, retried) == (201, 503, 201)
+
+
 async def test_decimal_retry_after_is_sent_as_given(client: Client) -> None:
     client.sandbox.script(sandbox.Fault(status=500, retry_after_s=0.5))
 
@@ -375,8 +388,13 @@ async def test_delayed_answer_abandoned_by_the_client_stores_nothing(
 
 @pytest.mark.parametrize(
     "fields",
-    [{"status": 200}, {"status": 503, "drop_connection": True}, {"delay_s": -1}],
-    ids=["success-status", "status-and-drop", "negative-delay"],
+    [
+        {"status": 200},
+        {"status": 503, "drop_connection": True},
+        {"delay_s": -1},
+        {"status": 503, "entity": "jobs"},
+    ],
+    ids=["success-status", "status-and-drop", "negative-delay", "unknown-entity"],
 )
 def test_contradictory_fault_is_refused(fields: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
@@ -463,7 +481,13 @@ async def test_control_endpoints_drive_a_sandbox_from_outside(client: Client) ->
     async with client.session.get(f"{control}/stats") as response:
         stats = await response.json()
 
+    async with client.session.get(f"{control}/batches") as response:
+        arrivals = await response.json()
+
     assert (throttled, refused, accepted) == (429, 400, 201)
+    assert [(a["entity"], a["ids"]) for a in arrivals] == [
+        ("candidates", ["c-0", "c-1", "c-2", "c-3"])
+    ]
     assert stats["token_requests"] == 3
     assert stats["batches"] == 1
     assert stats["records"]["candidates"] == 4

@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from relay.sandbox import Fault
+from relay.syncstate import SyncState
 from tests.conftest import SenseStandIn, candidate, eventually
 
 ROWS = 1_200
@@ -226,8 +227,8 @@ async def test_a_killed_sync_continues_where_it_stopped(
     # Three batches get through, then Sense fails until the sync is killed.
     sense.sandbox.script(Fault(), Fault(), Fault(), *[Fault(status=503)] * 10_000)
     process = await start_sync(tmp_path, sense, "candidates.jsonl")
-    await eventually(lambda: len(sense.sandbox.batches) == 3)
-    await eventually(lambda: _status(tmp_path)["files"][0]["sent"] == 1_500)
+    await eventually(lambda: len(sense.sandbox.batches) == 3, timeout_s=30)
+    await eventually(lambda: _checkpointed(tmp_path) == 1_500, timeout_s=30)
     process.send_signal(signal.SIGKILL)
     await process.wait()
     sense.sandbox.clear_faults()
@@ -250,7 +251,7 @@ async def test_a_changed_file_is_not_resumed_without_restart(
     )
     sense.sandbox.script(Fault(), *[Fault(status=503)] * 10_000)
     process = await start_sync(tmp_path, sense, "candidates.jsonl")
-    await eventually(lambda: len(sense.sandbox.batches) == 1)
+    await eventually(lambda: len(sense.sandbox.batches) == 1, timeout_s=30)
     process.send_signal(signal.SIGKILL)
     await process.wait()
     sense.sandbox.clear_faults()
@@ -281,6 +282,16 @@ async def test_status_shows_the_watermark_and_figures(
     status, out, _ = await sync(tmp_path, sense, "--status")
     assert status == 0
     assert "watermark:" in out
+
+
+def _checkpointed(workdir: Path) -> int:
+    """Rows the latest sync has recorded as sent, read from its state file."""
+    path = workdir / "outbox.sync.db"
+    if not path.exists():
+        return 0
+    with SyncState.open(path) as state:
+        run = state.latest()
+    return run.files[0].sent if run is not None else 0
 
 
 def _status(workdir: Path) -> dict[str, Any]:
