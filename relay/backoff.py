@@ -6,9 +6,13 @@ import asyncio
 import contextlib
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from relay import errors
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,3 +58,47 @@ async def sleep_unless_stopping(seconds: float, stopping: asyncio.Event) -> None
         await asyncio.wait_for(stopping.wait(), seconds)
     if stopping.is_set():
         raise errors.Stopping("relay is shutting down")
+
+
+@dataclass(frozen=True, slots=True)
+class Answered(Generic[T]):
+    """What a call returned, on which attempt, and how long that attempt took."""
+
+    value: T
+    attempt: int
+    duration_s: float
+
+
+async def call_until_answered(
+    call: Callable[[], Awaitable[T]],
+    backoff: Backoff,
+    stopping: asyncio.Event,
+    on_retry: Callable[[errors.SenseUnavailable, int, float], None],
+    on_give_up: Callable[[], None],
+) -> Answered[T]:
+    """Calls Sense until it answers, waiting with backoff after each failure.
+
+    ``on_retry(exc, attempt, delay_s)`` reports each failure before the wait;
+    a Retry-After sets no wait of its own, since the shared pause gate holds
+    every sender back already. If relay stops meanwhile, ``on_give_up()`` runs
+    and Stopping is raised.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        started = time.monotonic()
+        try:
+            value = await call()
+        except errors.Stopping:
+            on_give_up()
+            raise
+        except errors.SenseUnavailable as exc:
+            delay_s = 0.0 if exc.retry_after_s is not None else backoff.delay_s(attempt)
+            on_retry(exc, attempt, delay_s)
+            try:
+                await sleep_unless_stopping(delay_s, stopping)
+            except errors.Stopping:
+                on_give_up()
+                raise
+            continue
+        return Answered(value, attempt, time.monotonic() - started)

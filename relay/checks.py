@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -54,13 +53,7 @@ async def online(settings: config.Settings) -> list[str]:
     deadline_s = 2 * settings.sense.request_timeout_seconds
     async with daemon.sense_client(settings) as client:
         started = time.monotonic()
-        try:
-            async with asyncio.timeout(deadline_s):
-                await client.authenticate()
-        except TimeoutError:
-            raise errors.SenseUnavailable(
-                f"no token from {settings.sense.token_url} within {deadline_s:g} s"
-            ) from None
+        await client.authenticate(deadline_s)
         token_ms = (time.monotonic() - started) * 1000
     status, api_ms = await _reach(settings.sense.base_url, deadline_s)
     return [

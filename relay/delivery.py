@@ -11,18 +11,18 @@ the sync moves its checkpoint) through a Settler.
 from __future__ import annotations
 
 import asyncio
-import time
+import functools
 from collections.abc import Sequence
 from typing import Protocol
 
 import structlog
 
 from relay import errors
-from relay.backoff import Backoff, sleep_unless_stopping
+from relay.backoff import Answered, Backoff, call_until_answered
 from relay.batch import Batch, Packer
 from relay.metrics import Metrics
 from relay.outbox import Pending, Refusal
-from relay.sense import Accepted, Issue, Rejected, SenseClient, TooLarge
+from relay.sense import Accepted, Issue, Outcome, Rejected, SenseClient, TooLarge
 
 
 class Settler(Protocol):
@@ -47,7 +47,6 @@ class Delivery:
         backoff: Backoff,
         metrics: Metrics,
         settler: Settler,
-        stopping: asyncio.Event,
         batch_log_level: str = "info",
     ) -> None:
         self.entity = entity
@@ -56,53 +55,49 @@ class Delivery:
         self._backoff = backoff
         self._metrics = metrics
         self._settler = settler
-        self._stopping = stopping
         self._batch_log_level = batch_log_level
         self._log = structlog.get_logger("relay.delivery").bind(entity=entity)
 
-    async def deliver(self, batch: Batch) -> None:
+    async def deliver(self, batch: Batch, stopping: asyncio.Event) -> None:
         """Sends a batch until Sense has settled every record in it.
 
-        Raises Stopping, settling nothing more, if relay stops while a retry
-        is waiting.
+        Raises Stopping, settling nothing more, if ``stopping`` is set while
+        a retry is waiting.
         """
         if not batch.records:
             return
-        outcome = await self._send_until_answered(batch)
+        outcome = await self._send_until_answered(batch, stopping)
 
         if isinstance(outcome, Accepted):
             await self._accept(batch, outcome)
         elif isinstance(outcome, Rejected):
-            await self._settle_rejected(batch, outcome)
+            await self._settle_rejected(batch, outcome, stopping)
         elif isinstance(outcome, TooLarge):
-            await self._split(batch, status=413, reason="larger than Sense accepts")
+            reason = "larger than Sense accepts"
+            await self._split(batch, 413, reason, stopping)
 
     async def _send_until_answered(
-        self, batch: Batch
+        self, batch: Batch, stopping: asyncio.Event
     ) -> Accepted | Rejected | TooLarge:
-        attempt = 0
-        while True:
-            attempt += 1
-            started = time.monotonic()
-            try:
-                outcome = await self._client.send(batch)
-            except errors.Stopping:
-                self._settler.gave_up(batch.records)
-                raise
-            except errors.SenseUnavailable as exc:
-                await self._wait_to_retry(batch, attempt, exc)
-                continue
-            self._log_batch(batch, outcome, attempt, started)
-            return outcome
+        answered = await call_until_answered(
+            lambda: self._client.send(batch),
+            self._backoff,
+            stopping,
+            functools.partial(self._note_retry, batch),
+            lambda: self._settler.gave_up(batch.records),
+        )
+        self._log_batch(batch, answered)
+        return answered.value
 
-    async def _wait_to_retry(
-        self, batch: Batch, attempt: int, exc: errors.SenseUnavailable
+    def _note_retry(
+        self,
+        batch: Batch,
+        exc: errors.SenseUnavailable,
+        attempt: int,
+        delay_s: float,
     ) -> None:
-        delay_s = self._backoff.delay_s(attempt)
-        if exc.retry_after_s is not None:
-            delay_s = 0.0  # the shared pause gate already holds every sender back
         self._metrics.batches.labels(self.entity, "retried").inc()
-        self._metrics.retries.labels(self.entity, _retry_reason(exc)).inc()
+        self._metrics.retries.labels(self.entity, retry_reason(exc)).inc()
         level = "error" if isinstance(exc, errors.AuthRejected) else "warning"
         getattr(self._log, level)(
             "batch_retry_scheduled",
@@ -112,11 +107,6 @@ class Delivery:
             retry_in_s=round(delay_s, 3),
             retry_after_s=exc.retry_after_s,
         )
-        try:
-            await sleep_unless_stopping(delay_s, self._stopping)
-        except errors.Stopping:
-            self._settler.gave_up(batch.records)
-            raise
 
     async def _accept(self, batch: Batch, outcome: Accepted) -> None:
         self._metrics.batch_records.labels(self.entity).observe(len(batch.records))
@@ -131,53 +121,46 @@ class Delivery:
             )
         await self._settler.accepted(batch, outcome.warnings)
 
-    async def _settle_rejected(self, batch: Batch, outcome: Rejected) -> None:
+    async def _settle_rejected(
+        self, batch: Batch, outcome: Rejected, stopping: asyncio.Event
+    ) -> None:
         named = {issue.entity_id: issue for issue in outcome.errors if issue.entity_id}
         culprits = [p for p in batch.records if p.record_id in named]
         if not culprits:
             reason = "; ".join(i.message for i in outcome.errors) or "refused by Sense"
-            await self._split(batch, status=400, reason=reason)
+            await self._split(batch, 400, reason, stopping)
             return
 
         refusals = [
             Refusal(p, outcome.status, describe(named[p.record_id])) for p in culprits
         ]
-        await self.refuse(refusals)
+        await self._settler.refused(refusals)
         rest = [p for p in batch.records if p.record_id not in named]
-        await self._resend(rest)
+        await self._resend(rest, stopping)
 
-    async def _split(self, batch: Batch, status: int, reason: str) -> None:
+    async def _split(
+        self, batch: Batch, status: int, reason: str, stopping: asyncio.Event
+    ) -> None:
         """Halves a refused batch until the refused records stand alone."""
         if len(batch.records) == 1:
-            await self.refuse([Refusal(batch.records[0], status, reason)])
+            await self._settler.refused([Refusal(batch.records[0], status, reason)])
             return
         middle = len(batch.records) // 2
         self._log.info("batch_split", records=len(batch.records), status=status)
-        await self._resend(batch.records[:middle])
-        await self._resend(batch.records[middle:])
+        await self._resend(batch.records[:middle], stopping)
+        await self._resend(batch.records[middle:], stopping)
 
-    async def _resend(self, records: Sequence[Pending]) -> None:
+    async def _resend(
+        self, records: Sequence[Pending], stopping: asyncio.Event
+    ) -> None:
         remaining = list(records)
         while remaining:
             batch = await asyncio.to_thread(self._packer.pack, self.entity, remaining)
-            await self.deliver(batch)
+            await self.deliver(batch, stopping)
             remaining = remaining[len(batch.records) :]
 
-    async def refuse(self, refusals: Sequence[Refusal]) -> None:
-        """Settles records as refused for good, and says so in the log."""
-        await self._settler.refused(refusals)
-        for refusal in refusals:
-            self._log.error(
-                "record_refused",
-                record_id=refusal.pending.record_id,
-                status=refusal.status,
-                reason=refusal.reason,
-            )
-
-    def _log_batch(
-        self, batch: Batch, outcome: object, attempt: int, started: float
-    ) -> None:
-        status = {Accepted: 201, Rejected: 400, TooLarge: 413}[type(outcome)]
+    def _log_batch(self, batch: Batch, answered: Answered[Outcome]) -> None:
+        status = {Accepted: 201, Rejected: 400, TooLarge: 413}[type(answered.value)]
         label = {201: "delivered", 400: "rejected", 413: "too_large"}[status]
         self._metrics.batches.labels(self.entity, label).inc()
         getattr(self._log, self._batch_log_level)(
@@ -185,12 +168,13 @@ class Delivery:
             records=len(batch.records),
             compressed_bytes=batch.body_bytes,
             status=status,
-            attempt=attempt,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            attempt=answered.attempt,
+            duration_ms=round(answered.duration_s * 1000, 1),
         )
 
 
-def _retry_reason(exc: errors.SenseUnavailable) -> str:
+def retry_reason(exc: errors.SenseUnavailable) -> str:
+    """The ``reason`` label of relay_retries_total for a transient failure."""
     if isinstance(exc, errors.AuthRejected):
         return "auth"
     if exc.status is None:

@@ -17,13 +17,14 @@ from collections.abc import Sequence
 import structlog
 
 from relay import errors, outbox
-from relay.backoff import Backoff, sleep_unless_stopping
+from relay.backoff import Backoff
 from relay.batch import Batch, Packer
 from relay.config import FlushSettings
+from relay.delivery import Delivery
 from relay.metrics import Metrics
 from relay.ordering import DependencyOrder
 from relay.outbox import Outbox, Pending, Refusal
-from relay.sense import Accepted, Rejected, SenseClient, TooLarge
+from relay.sense import Issue, SenseClient
 
 # Until a batch has been compressed, assume JSON shrinks to a quarter.
 INITIAL_COMPRESSION_RATIO = 0.25
@@ -52,12 +53,13 @@ class Flusher:
     ) -> None:
         self.entity = entity
         self._outbox = box
-        self._client = client
         self._packer = packer
         self._settings = settings
-        self._backoff = backoff
-        self._metrics = metrics
         self._order = order
+        self._settler = _OutboxSettler(entity, box, order)
+        self._delivery = Delivery(
+            entity, client, packer, backoff, metrics, self._settler
+        )
         # The barrier at which records were last held back, since when, the
         # oldest version held, and whether some that could have gone were
         # kept to make a fuller batch.
@@ -174,7 +176,7 @@ class Flusher:
 
     async def _deliver_in_slot(self, batch: Batch, slots: asyncio.Semaphore) -> None:
         try:
-            await self._deliver(batch)
+            await self._delivery.deliver(batch, self._stopping)
         except errors.Stopping:
             self._log.info("batch_left_for_next_start", records=len(batch.records))
         except Exception as exc:
@@ -275,119 +277,28 @@ class Flusher:
         if raw:
             self._ratio = batch.body_bytes / raw
 
-    async def _deliver(self, batch: Batch) -> None:
-        """Sends a batch until Sense has settled every record in it."""
-        if not batch.records:
-            return
-        outcome = await self._send_until_answered(batch)
-
-        if isinstance(outcome, Accepted):
-            await self._settle_accepted(batch, outcome)
-        elif isinstance(outcome, Rejected):
-            await self._settle_rejected(batch, outcome)
-        elif isinstance(outcome, TooLarge):
-            await self._split(batch, status=413, reason="larger than Sense accepts")
-
-    async def _send_until_answered(
-        self, batch: Batch
-    ) -> Accepted | Rejected | TooLarge:
-        attempt = 0
-        while True:
-            attempt += 1
-            started = time.monotonic()
-            try:
-                outcome = await self._client.send(batch)
-            except errors.Stopping:
-                self._outbox.release(batch.records)
-                raise
-            except errors.SenseUnavailable as exc:
-                await self._wait_to_retry(batch, attempt, exc)
-                continue
-            self._log_batch(batch, outcome, attempt, started)
-            return outcome
-
-    async def _wait_to_retry(
-        self, batch: Batch, attempt: int, exc: errors.SenseUnavailable
-    ) -> None:
-        delay_s = self._backoff.delay_s(attempt)
-        if exc.retry_after_s is not None:
-            delay_s = 0.0  # the shared pause gate already holds every sender back
-        reason = retry_reason(exc)
-        self._metrics.batches.labels(self.entity, "retried").inc()
-        self._metrics.retries.labels(self.entity, reason).inc()
-        event = "batch_retry_scheduled"
-        level = "error" if isinstance(exc, errors.AuthRejected) else "warning"
-        getattr(self._log, level)(
-            event,
-            records=len(batch.records),
-            reason=exc.reason,
-            attempt=attempt,
-            retry_in_s=round(delay_s, 3),
-            retry_after_s=exc.retry_after_s,
-        )
-        try:
-            await sleep_unless_stopping(delay_s, self._stopping)
-        except errors.Stopping:
-            self._outbox.release(batch.records)
-            raise
-
-    async def _settle_accepted(self, batch: Batch, outcome: Accepted) -> None:
-        # Sense's answer is recorded before the outbox forgets the records,
-        # so that no scrape sees the batch gone but its warnings missing.
-        self._metrics.batch_records.labels(self.entity).observe(len(batch.records))
-        self._metrics.batch_body_bytes.labels(self.entity).observe(batch.body_bytes)
-        self._metrics.sense_warnings.labels(self.entity).inc(len(outcome.warnings))
-        for warning in outcome.warnings:
-            self._log.warning(
-                "sense_warning_received",
-                record_id=warning.entity_id,
-                message=warning.message,
-                path=warning.path,
-            )
-
-        await self._outbox.settle(batch.records)
-        self._order.settled(self.entity)
-
-    async def _settle_rejected(self, batch: Batch, outcome: Rejected) -> None:
-        named = {issue.entity_id: issue for issue in outcome.errors if issue.entity_id}
-        culprits = [p for p in batch.records if p.record_id in named]
-        if not culprits:
-            reason = "; ".join(i.message for i in outcome.errors) or "refused by Sense"
-            await self._split(batch, status=400, reason=reason)
-            return
-
-        refusals = [
-            Refusal(p, outcome.status, _describe(named[p.record_id])) for p in culprits
-        ]
-        await self._refuse(refusals)
-        rest = [p for p in batch.records if p.record_id not in named]
-        await self._resend(rest)
-
-    async def _split(self, batch: Batch, status: int, reason: str) -> None:
-        """Halves a refused batch until the refused records stand alone."""
-        if len(batch.records) == 1:
-            await self._refuse([Refusal(batch.records[0], status, reason)])
-            return
-        middle = len(batch.records) // 2
-        self._log.info("batch_split", records=len(batch.records), status=status)
-        await self._resend(batch.records[:middle])
-        await self._resend(batch.records[middle:])
-
-    async def _resend(self, records: Sequence[Pending]) -> None:
-        remaining = list(records)
-        while remaining:
-            batch = await asyncio.to_thread(self._packer.pack, self.entity, remaining)
-            await self._deliver(batch)
-            remaining = remaining[len(batch.records) :]
-
     async def _dead_letter(
         self, records: Sequence[Pending], status: int | None, reason: str
     ) -> None:
-        await self._refuse([Refusal(p, status, reason) for p in records])
+        await self._settler.refused([Refusal(p, status, reason) for p in records])
 
-    async def _refuse(self, refusals: Sequence[Refusal]) -> None:
+
+class _OutboxSettler:
+    """Settles one entity type's batches in the outbox: Delivery's Settler."""
+
+    def __init__(self, entity: str, box: Outbox, order: DependencyOrder) -> None:
+        self._entity = entity
+        self._outbox = box
+        self._order = order
+        self._log = structlog.get_logger("relay.flusher").bind(entity=entity)
+
+    async def accepted(self, batch: Batch, warnings: list[Issue]) -> None:
+        await self._outbox.settle(batch.records)
+        self._order.settled(self._entity)
+
+    async def refused(self, refusals: Sequence[Refusal]) -> None:
         await self._outbox.settle([], refusals)
-        self._order.settled(self.entity)
+        self._order.settled(self._entity)
         for refusal in refusals:
             self._log.error(
                 "record_dead_lettered",
@@ -396,34 +307,5 @@ class Flusher:
                 reason=refusal.reason,
             )
 
-    def _log_batch(
-        self, batch: Batch, outcome: object, attempt: int, started: float
-    ) -> None:
-        status = {Accepted: 201, Rejected: 400, TooLarge: 413}[type(outcome)]
-        label = {201: "delivered", 400: "rejected", 413: "too_large"}[status]
-        self._metrics.batches.labels(self.entity, label).inc()
-        self._log.info(
-            "batch_sent",
-            records=len(batch.records),
-            compressed_bytes=batch.body_bytes,
-            status=status,
-            attempt=attempt,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
-        )
-
-
-def retry_reason(exc: errors.SenseUnavailable) -> str:
-    """The ``reason`` label of relay_retries_total for a transient failure."""
-    if isinstance(exc, errors.AuthRejected):
-        return "auth"
-    if exc.status is None:
-        return exc.reason
-    if exc.status == 429:
-        return "rate_limited"
-    return "server_error"
-
-
-def _describe(issue: object) -> str:
-    message = getattr(issue, "message", "") or "refused by Sense"
-    path = getattr(issue, "path", None)
-    return f"{'.'.join(path)}: {message}" if path else str(message)
+    def gave_up(self, records: Sequence[Pending]) -> None:
+        self._outbox.release(records)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import io
 import time
@@ -86,9 +87,20 @@ class SenseClient:
         self._metrics = metrics
         self.health = Health()
 
-    async def authenticate(self) -> None:
-        """Makes sure a token is at hand, fetching one if needed."""
-        await self._tokens.get()
+    async def authenticate(self, deadline_s: float) -> None:
+        """Makes sure a token is at hand, fetching one if needed.
+
+        For commands a person waits on: raises SenseUnavailable when no token
+        comes within ``deadline_s`` (wrong credentials, a wrong token URL),
+        rather than retry for ever as the daemon does.
+        """
+        try:
+            async with asyncio.timeout(deadline_s):
+                await self._tokens.get()
+        except TimeoutError:
+            raise errors.SenseUnavailable(
+                f"no token from {self._settings.token_url} within {deadline_s:g} s"
+            ) from None
 
     async def send(self, batch: Batch) -> Outcome:
         """Sends one batch, or one patch; returns Sense's verdict on it.

@@ -141,7 +141,7 @@ async def run(
 ) -> Run:
     """Loads every unfinished file of a run, in order; returns the run's figures."""
     async with daemon.sense_client(settings) as client:
-        await _authenticate(client, settings)
+        await client.authenticate(2 * settings.sense.request_timeout_seconds)
         for source_file in sync_run.files:
             if source_file.done:
                 continue
@@ -165,19 +165,6 @@ def _log_figures(sync_run: Run, path: Path) -> None:
                 invalid=f.invalid,
                 refused=f.refused,
             )
-
-
-async def _authenticate(client: SenseClient, settings: Settings) -> None:
-    # Fail in seconds on wrong credentials or a wrong token URL, rather than
-    # retry for ever with a person watching.
-    deadline_s = 2 * settings.sense.request_timeout_seconds
-    try:
-        async with asyncio.timeout(deadline_s):
-            await client.authenticate()
-    except TimeoutError:
-        raise errors.SenseUnavailable(
-            f"no token from {settings.sense.token_url} within {deadline_s:g} s"
-        ) from None
 
 
 @dataclass(slots=True)
@@ -225,10 +212,11 @@ class FileLoad:
             backoff,
             Metrics(),
             self,
-            asyncio.Event(),
             # Thousands of batches: the progress lines say enough.
             batch_log_level="debug",
         )
+        # Ctrl-C cancels a sync outright; nothing asks it to stop politely.
+        self._never_stopping = asyncio.Event()
         self._blocks: deque[Block] = deque()
         self._queue: deque[Pending] = deque()
         self._owners: dict[int, Block] = {}
@@ -327,7 +315,7 @@ class FileLoad:
 
     async def _send(self, batch: Batch, ids: set[str]) -> None:
         try:
-            await self._delivery.deliver(batch)
+            await self._delivery.deliver(batch, self._never_stopping)
         except Exception as exc:
             self._failure = exc
         finally:

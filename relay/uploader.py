@@ -9,16 +9,16 @@ never drop an upload; what Sense refuses for good becomes a dead letter.
 from __future__ import annotations
 
 import asyncio
-import time
+import functools
 
 import structlog
 
 from relay import errors
-from relay.backoff import Backoff, sleep_unless_stopping
-from relay.flusher import retry_reason
+from relay.backoff import Answered, Backoff, call_until_answered
+from relay.delivery import describe, retry_reason
 from relay.metrics import Metrics
 from relay.outbox import Outbox
-from relay.sense import Accepted, Issue, Outcome, Rejected, SenseClient
+from relay.sense import Accepted, Outcome, Rejected, SenseClient
 from relay.uploads import PendingUpload, Refusal, Uploads
 
 
@@ -126,27 +126,23 @@ class Uploader:
         )
 
     async def _send_until_answered(self, pending: PendingUpload) -> Outcome:
-        attempt = 0
-        while True:
-            attempt += 1
-            started = time.monotonic()
-            try:
-                outcome = await self._client.upload_resume(pending.upload)
-            except errors.Stopping:
-                self._uploads.release(pending)
-                raise
-            except errors.SenseUnavailable as exc:
-                await self._wait_to_retry(pending, attempt, exc)
-                continue
-            self._log_sent(pending, outcome, attempt, started)
-            return outcome
+        answered = await call_until_answered(
+            lambda: self._client.upload_resume(pending.upload),
+            self._backoff,
+            self._stopping,
+            functools.partial(self._note_retry, pending),
+            lambda: self._uploads.release(pending),
+        )
+        self._log_sent(pending, answered)
+        return answered.value
 
-    async def _wait_to_retry(
-        self, pending: PendingUpload, attempt: int, exc: errors.SenseUnavailable
+    def _note_retry(
+        self,
+        pending: PendingUpload,
+        exc: errors.SenseUnavailable,
+        attempt: int,
+        delay_s: float,
     ) -> None:
-        delay_s = self._backoff.delay_s(attempt)
-        if exc.retry_after_s is not None:
-            delay_s = 0.0  # the shared pause gate already holds every sender back
         self._metrics.resume_retries.labels(retry_reason(exc)).inc()
         level = "error" if isinstance(exc, errors.AuthRejected) else "warning"
         getattr(self._log, level)(
@@ -157,15 +153,9 @@ class Uploader:
             retry_in_s=round(delay_s, 3),
             retry_after_s=exc.retry_after_s,
         )
-        try:
-            await sleep_unless_stopping(delay_s, self._stopping)
-        except errors.Stopping:
-            self._uploads.release(pending)
-            raise
 
-    def _log_sent(
-        self, pending: PendingUpload, outcome: Outcome, attempt: int, started: float
-    ) -> None:
+    def _log_sent(self, pending: PendingUpload, answered: Answered[Outcome]) -> None:
+        outcome = answered.value
         status = outcome.status if isinstance(outcome, Rejected) else None
         if status is None:
             status = 201 if isinstance(outcome, Accepted) else 413
@@ -174,20 +164,15 @@ class Uploader:
             **_ids(pending),
             file_bytes=len(pending.upload.file),
             status=status,
-            attempt=attempt,
-            duration_ms=round((time.monotonic() - started) * 1000, 1),
+            attempt=answered.attempt,
+            duration_ms=round(answered.duration_s * 1000, 1),
         )
 
 
 def _refusal(outcome: Outcome) -> Refusal:
     if isinstance(outcome, Rejected):
-        return Refusal(outcome.status, "; ".join(map(_describe, outcome.errors)))
+        return Refusal(outcome.status, "; ".join(map(describe, outcome.errors)))
     return Refusal(413, "larger than Sense accepts")
-
-
-def _describe(issue: Issue) -> str:
-    message = issue.message or "refused by Sense"
-    return f"{'.'.join(issue.path)}: {message}" if issue.path else message
 
 
 def _ids(pending: PendingUpload) -> dict[str, str]:
