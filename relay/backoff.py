@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import random
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -102,3 +103,14 @@ async def call_until_answered(
                 raise
             continue
         return Answered(value, attempt, time.monotonic() - started)
+
+
+async def wait_for_any(*events: asyncio.Event, timeout_s: float | None = None) -> None:
+    """Returns once any of ``events`` is set, or after ``timeout_s``."""
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout_s, return_when=FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from relay import config, entities
 from relay.ats import AtsClient
-from relay.backoff import Backoff, PauseGate
+from relay.backoff import Backoff, PauseGate, wait_for_any
 from relay.batch import Packer
 from relay.config import Settings
 from relay.flusher import Flusher
@@ -127,10 +127,7 @@ async def serve(settings: Settings) -> int:
         watchdog = asyncio.create_task(
             systemd.keep_alive(lambda: _healthy(relay), relay.stopping)
         )
-        waiters = [asyncio.ensure_future(e.wait()) for e in (signalled, relay.crashed)]
-        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        for waiter in waiters:
-            waiter.cancel()
+        await wait_for_any(signalled, relay.crashed)
         reason = "crash" if relay.crashed.is_set() else "signal"
         log.info("relay_stopping", reason=reason)
         systemd.send(STOPPING="1", STATUS=f"draining the outbox ({reason})")

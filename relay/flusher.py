@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import structlog
 
 from relay import errors, outbox
-from relay.backoff import Backoff
+from relay.backoff import Backoff, wait_for_any
 from relay.batch import Batch, Packer
 from relay.config import FlushSettings
 from relay.delivery import Delivery
@@ -194,17 +194,7 @@ class Flusher:
         timeout_s = self._seconds_until_too_old()
         if self._held_at is not None:
             timeout_s = self._held_timeout_s()
-        waiters = [
-            asyncio.ensure_future(changed.wait()),
-            asyncio.ensure_future(stopping.wait()),
-        ]
-        try:
-            await asyncio.wait(
-                waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await wait_for_any(changed, stopping, timeout_s=timeout_s)
         return not stopping.is_set() and self._due()
 
     def _due(self) -> bool:

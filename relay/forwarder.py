@@ -10,13 +10,12 @@ out of attempts, moves the write-back to dead letters.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import structlog
 
 from relay.ats import Answer, AtsClient, Delivered, Failed, Refused
-from relay.backoff import Backoff
+from relay.backoff import Backoff, wait_for_any
 from relay.config import WritebackSettings
 from relay.inbox import Inbox, Stored
 from relay.metrics import Metrics
@@ -104,19 +103,7 @@ class Forwarder:
         next_at = await self._inbox.next_attempt_at()
         if next_at is not None:
             timeout_s = min(POLL_S, max(0.0, next_at - time.time()))
-        waiters = [
-            asyncio.ensure_future(changed.wait()),
-            asyncio.ensure_future(stopping.wait()),
-        ]
-        try:
-            await asyncio.wait(
-                waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*waiters)
+        await wait_for_any(changed, stopping, timeout_s=timeout_s)
 
     async def _settle(self, stored: Stored, answer: Answer, elapsed_s: float) -> None:
         attempt = stored.attempts + 1

@@ -14,7 +14,7 @@ import functools
 import structlog
 
 from relay import errors
-from relay.backoff import Answered, Backoff, call_until_answered
+from relay.backoff import Answered, Backoff, call_until_answered, wait_for_any
 from relay.delivery import describe, retry_reason
 from relay.metrics import Metrics
 from relay.outbox import Outbox
@@ -88,13 +88,7 @@ class Uploader:
         Uploads another process adds (a dead-letter retry) count as new once
         the daemon's periodic refresh has seen them.
         """
-        events = (self._uploads.changed, self._outbox.removed, self._stopping)
-        waiters = [asyncio.ensure_future(event.wait()) for event in events]
-        try:
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
+        await wait_for_any(self._uploads.changed, self._outbox.removed, self._stopping)
 
     async def _deliver_in_slot(
         self, pending: PendingUpload, slots: asyncio.Semaphore
