@@ -158,5 +158,22 @@ def _load() -> tuple[EntityType, ...]:
 
 
 ENTITY_TYPES = _load()
+# Validated records list their fields in this order; a record assembled
+# another way (a patch merged into a pending version) is put in it too, so
+# that equal records are equal bytes and share a fingerprint.
+_POSITIONS = {
+    entity_type.path: {
+        name: n for n, name in enumerate(entity_type.schema.__annotations__)
+    }
+    for entity_type in ENTITY_TYPES
+}
+
+
+def in_schema_order(path: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` in the order validation gives them, for an entity path."""
+    positions = _POSITIONS[path]
+    return dict(sorted(fields.items(), key=lambda item: positions[item[0]]))
+
+
 BY_PATH = {entity_type.path: entity_type for entity_type in ENTITY_TYPES}
 PATHS = tuple(BY_PATH)

@@ -23,7 +23,7 @@ import aiosqlite
 import orjson
 import structlog
 
-from relay import errors, fingerprints, salvage, sql
+from relay import entities, errors, fingerprints, salvage, sql
 from relay.records import Record
 from relay.writer import GroupCommitWriter, Work
 
@@ -483,7 +483,7 @@ class Outbox:
             if kind == "patch":
                 base = latest.get(key) or await self._unsent_version(db, *key)
                 if base is not None:
-                    kind, body = base[0], _merged(base[1], body)
+                    kind, body = base[0], _merged(entity, base[1], body)
             latest[key] = (kind, body)
             merged.append((entity, record_id, seq, accepted_at, len(body), body, kind))
         return merged
@@ -655,8 +655,9 @@ def _without(
     return [row for row in rows if (row[0], row[1]) not in records]
 
 
-def _merged(base: bytes, patch: bytes) -> bytes:
-    return orjson.dumps({**orjson.loads(base), **orjson.loads(patch)})
+def _merged(entity: str, base: bytes, patch: bytes) -> bytes:
+    fields = {**orjson.loads(base), **orjson.loads(patch)}
+    return orjson.dumps(entities.in_schema_order(entity, fields))
 
 
 def body_is_readable(pending: Pending) -> bool:

@@ -190,3 +190,19 @@ async def test_with_skip_unchanged_off_every_version_is_sent(
         await eventually(lambda: len(sent_ids(sense)) == 2)
         unchanged = await ledger(hooks, "unchanged")
     assert unchanged == 0
+
+
+async def test_a_patch_merged_into_a_pending_version_keeps_its_fingerprint(
+    start_relay, sense: SenseStandIn
+) -> None:
+    async with start_relay(flush={"max_age_seconds": 0.5}) as hooks:
+        await hooks.send("candidates", [candidate(3, first_name="Grace")])
+        await patch(hooks, "candidates/3", {"email": "grace@example.com"})
+        await delivered_all(hooks)
+        merged = sense.sandbox.records["candidates"]["3"]
+
+        await hooks.send("candidates", [merged])
+
+        unchanged = await ledger(hooks, "unchanged")
+    assert sent_ids(sense) == ["3"]
+    assert unchanged == 1
