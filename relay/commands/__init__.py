@@ -1,0 +1,1 @@
+"""The subcommands of ``relay``, one module per area; see relay.cli."""
