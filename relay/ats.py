@@ -16,7 +16,7 @@ import orjson
 
 from relay.config import WritebackSettings
 from relay.metrics import Metrics
-from relay.sense import _retry_after_s as retry_after_s
+from relay.sense import parse_retry_after
 from relay.writeback import ENTITY_CREATE
 
 # 4xx answers that a fix on the ATS side, or time, can change: a wrong
@@ -85,7 +85,7 @@ class AtsClient:
                 timeout=aiohttp.ClientTimeout(total=seconds),
             ) as response:
                 payload = await _json_or_text(response)
-                retry_after = retry_after_s(response.headers.get("Retry-After"))
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 status = response.status
         except TimeoutError:
             return Failed(None, f"no answer within {seconds:g} s")

@@ -7,6 +7,7 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import aiohttp
 import structlog
@@ -23,14 +24,15 @@ from relay.inbox import Inbox
 from relay.ingest import Ingest
 from relay.metrics import Metrics
 from relay.notify import Notifier
-from relay.oidc import JwtVerifier
 from relay.ordering import DependencyOrder
 from relay.outbox import Outbox
-from relay.receiver import Receiver, tls_context
 from relay.sense import SenseClient
 from relay.token import TokenCache
 from relay.uploader import Uploader
 from relay.uploads import Uploads
+
+if TYPE_CHECKING:
+    from relay.oidc import JwtVerifier
 
 log = structlog.get_logger("relay.daemon")
 
@@ -267,6 +269,10 @@ async def _start_writebacks(
     crashed: asyncio.Event,
 ) -> _Writebacks:
     """Starts the public write-back listener and the forwarder to the ATS."""
+    # Imported here: the JWT and cryptography libraries add about 8 MiB to
+    # every relay, and most agencies never enable write-backs.
+    from relay.receiver import Receiver, tls_context
+
     config.require_writeback(settings)
     options = settings.writeback
     tls = tls_context(options)
@@ -300,6 +306,8 @@ async def _start_writebacks(
 
 
 def _verifier(settings: Settings, session: aiohttp.ClientSession) -> JwtVerifier | None:
+    from relay.oidc import JwtVerifier
+
     options = settings.writeback
     if not options.oidc_issuer or not options.oidc_audience:
         return None

@@ -243,7 +243,7 @@ class SenseClient:
                 method, url, data=data, headers=headers, timeout=timeout
             ) as response:
                 payload = await _json_or_none(response)
-                retry_after_s = _retry_after_s(response.headers.get("Retry-After"))
+                retry_after_s = parse_retry_after(response.headers.get("Retry-After"))
                 status = response.status
         except (aiohttp.ClientError, TimeoutError) as exc:
             self._record_health(None)
@@ -273,7 +273,7 @@ async def _json_or_none(response: aiohttp.ClientResponse) -> Any:
         return None
 
 
-def _retry_after_s(header: str | None) -> float | None:
+def parse_retry_after(header: str | None) -> float | None:
     """Reads Retry-After, given either in seconds or as an HTTP date."""
     if header is None:
         return None
