@@ -11,6 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from relay import entities
 from relay.outbox import Outbox, Refusal
 from relay.records import Record
 
@@ -330,3 +331,13 @@ def test_writebacks_help_lists_its_subcommands() -> None:
 
     for command in ("list", "show", "replay", "purge"):
         assert command in result.stdout
+
+
+def test_status_lists_every_entity_type_and_resume_uploads(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    _outbox_with_dead_letters(path)
+
+    result = relay("status", RELAY_OUTBOX__PATH=str(path))
+
+    names = [line[:16].strip() for line in result.stdout.splitlines()[1:]]
+    assert names == [*entities.PATHS, "resume uploads"]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import click
 import orjson
 
-from relay import config
+from relay import config, entities
 from relay.commands.shared import (
     config_option,
     entity_option,
@@ -27,7 +28,10 @@ from relay.uploads import DeadUpload, Uploads
 @config_option
 @exits_cleanly
 def status(config_path: Path | None) -> None:
-    """Show pending records, oldest age and dead letters per entity type."""
+    """Show pending records, oldest age and dead letters per entity type.
+
+    The last row counts resume uploads.
+    """
     settings = config.load(config_path)
     rows = asyncio.run(_status(existing(settings.outbox.path)))
     click.echo(
@@ -125,22 +129,25 @@ def fingerprints_clear(config_path: Path | None, entity: str | None) -> None:
 
 
 async def _status(path: Path) -> list[tuple[str, int, float | None, int]]:
+    """A row per entity type, in dependency order, then one for resume uploads."""
     async with Outbox.open(path) as box:
-        letters = await box.dead_letters()
-        now = time.time()
-        dead: dict[str, int] = {}
-        for letter in letters:
-            dead[letter.entity] = dead.get(letter.entity, 0) + 1
-        entities = sorted(set(box.stats) | set(dead))
-        return [
-            (
-                entity,
-                box.stats[entity].records,
-                _age(box.stats[entity].oldest_accepted_at, now),
-                dead.get(entity, 0),
-            )
-            for entity in entities
-        ]
+        dead = Counter(letter.entity for letter in await box.dead_letters())
+        uploads = await Uploads.load(box)
+        dead_uploads = len(await uploads.dead_letters())
+    now = time.time()
+    rows = [
+        (
+            entity,
+            box.stats[entity].records,
+            _age(box.stats[entity].oldest_accepted_at, now),
+            dead[entity],
+        )
+        for entity in entities.PATHS
+    ]
+    pending = uploads.stats
+    age = _age(pending.oldest_accepted_at, now)
+    rows.append(("resume uploads", pending.uploads, age, dead_uploads))
+    return rows
 
 
 def _age(oldest: float | None, now: float) -> float | None:
