@@ -18,6 +18,7 @@ import structlog
 from aiohttp import web
 
 from relay import entities, errors, picklists, records, resumes
+from relay.answers import Refusal, json_response
 from relay.config import ServerSettings
 from relay.metrics import Metrics
 from relay.outbox import Outbox
@@ -28,16 +29,6 @@ log = structlog.get_logger("relay.ingest")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
-
-
-class RequestError(Exception):
-    """A hook request relay must refuse, with the status and JSON to send."""
-
-    def __init__(self, status: int, body: dict[str, Any], **headers: str) -> None:
-        super().__init__(body.get("error", ""))
-        self.status = status
-        self.body = body
-        self.headers = headers
 
 
 class Ingest:
@@ -83,7 +74,7 @@ class Ingest:
         accepted = self._validated(entity_type, items)
         await self._store(accepted)
 
-        return _json(202, {"accepted": len(accepted)})
+        return json_response(202, {"accepted": len(accepted)})
 
     async def patch_record(self, request: web.Request) -> web.Response:
         """Accepts a partial record: only the fields present will change."""
@@ -91,7 +82,7 @@ class Ingest:
         record_id = request.match_info["id"]
         item = _json_body(await self._body(request))
         if not isinstance(item, dict):
-            raise RequestError(400, {"error": "body must be one entity object"})
+            raise Refusal(400, {"error": "body must be one entity object"})
         # Sense's PATCH body carries the id too; the path names it already.
         item.setdefault("id", record_id)
 
@@ -103,9 +94,9 @@ class Ingest:
                 "field": "id",
                 "message": "differs from the id in the path",
             }
-            raise RequestError(422, {"error": "invalid records", "problems": [problem]})
+            raise Refusal(422, {"error": "invalid records", "problems": [problem]})
         await self._store([replace(record, kind="patch")])
-        return _json(202, {"accepted": 1})
+        return json_response(202, {"accepted": 1})
 
     async def delete_record(self, request: web.Request) -> web.Response:
         """Soft-deletes: sets is_deleted, leaving every other field as it is."""
@@ -113,7 +104,7 @@ class Ingest:
         item = {"id": request.match_info["id"], "is_deleted": True}
         [record] = self._validated(entity_type, [item])
         await self._store([replace(record, kind="patch")])
-        return _json(202, {"accepted": 1})
+        return json_response(202, {"accepted": 1})
 
     async def upload_resume(self, request: web.Request) -> web.Response:
         """Accepts one resume upload once its file and fields are durable."""
@@ -122,7 +113,7 @@ class Ingest:
             await self._uploads.add(upload)
         except errors.OutboxFull as exc:
             raise _outbox_full(exc) from exc
-        return _json(202, {"accepted": 1})
+        return json_response(202, {"accepted": 1})
 
     async def _read_upload(
         self, request: web.Request, candidate_id: str
@@ -130,7 +121,7 @@ class Ingest:
         try:
             return await resumes.read(request, candidate_id)
         except resumes.NotMultipart as exc:
-            refusal = RequestError(415, {"error": str(exc)})
+            refusal = Refusal(415, {"error": str(exc)})
         except resumes.FileTooLarge as exc:
             problem = records.Problem(0, candidate_id, "file", str(exc))
             refusal = _invalid_upload(413, [problem])
@@ -148,7 +139,7 @@ class Ingest:
             self._metrics.records_rejected.labels(entity_type.path).inc(len(items))
             problems = [problem.as_dict() for problem in exc.problems]
             body = {"error": "invalid records", "problems": problems}
-            raise RequestError(422, body) from None
+            raise Refusal(422, body) from None
 
     async def get_record(self, request: web.Request) -> web.Response:
         """Answers with what Sense holds for one entity, fetched live."""
@@ -156,7 +147,7 @@ class Ingest:
         status, payload = await self._from_sense(
             self._sense.fetch(entity_type.path, request.match_info["id"])
         )
-        return _json(status, payload if isinstance(payload, dict) else {})
+        return json_response(status, payload if isinstance(payload, dict) else {})
 
     async def picklist(self, request: web.Request) -> web.Response:
         """Reads or replaces a field's possible values at Sense."""
@@ -168,27 +159,27 @@ class Ingest:
             if request.method == "PUT":
                 values = picklists.validate(_json_body(await self._body(request)))
         except picklists.InvalidPicklist as exc:
-            raise RequestError(
+            raise Refusal(
                 422, {"error": "invalid picklist", "problems": exc.problems}
             ) from None
         status, payload = await self._from_sense(
             self._sense.possible_values(entity_type.path, field, values)
         )
-        return _json(status, payload if isinstance(payload, dict) else {})
+        return json_response(status, payload if isinstance(payload, dict) else {})
 
     async def _from_sense(self, call: Awaitable[tuple[int, Any]]) -> tuple[int, Any]:
         try:
             return await call
         except errors.SenseUnavailable as exc:
             retry_after = str(round(exc.retry_after_s or 5))
-            raise RequestError(
+            raise Refusal(
                 503,
                 {"error": f"Sense is unavailable: {exc.reason}"},
                 **{"Retry-After": retry_after},
             ) from exc
 
     async def healthz(self, _request: web.Request) -> web.Response:
-        return _json(200, {"status": "alive"})
+        return json_response(200, {"status": "alive"})
 
     async def readyz(self, _request: web.Request) -> web.Response:
         writable = await self._outbox.check_writable()
@@ -199,7 +190,7 @@ class Ingest:
             "sense_last_call_ok": sense.last_ok,
             "sense_last_status": sense.last_status,
         }
-        return _json(200 if writable else 503, body)
+        return json_response(200 if writable else 503, body)
 
     async def metrics(self, _request: web.Request) -> web.Response:
         output = prometheus_client.generate_latest(self._metrics.registry)
@@ -225,7 +216,7 @@ class Ingest:
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
         if request.path not in OPEN_PATHS and not self._authorized(request):
-            raise RequestError(
+            raise Refusal(
                 401,
                 {"error": "missing or invalid bearer token"},
                 **{"WWW-Authenticate": "Bearer"},
@@ -248,14 +239,13 @@ class Ingest:
     ) -> web.StreamResponse:
         try:
             response = await handler(request)
-        except RequestError as exc:
-            response = _json(exc.status, exc.body)
-            response.headers.update(exc.headers)
+        except Refusal as exc:
+            response = exc.response()
         except web.HTTPException as exc:
-            response = _json(exc.status, {"error": exc.reason})
+            response = json_response(exc.status, {"error": exc.reason})
         except errors.OutboxError as exc:
             log.error("hook_store_failed", error=str(exc))
-            response = _json(503, {"error": "the outbox cannot be written"})
+            response = json_response(503, {"error": "the outbox cannot be written"})
         if request.path.startswith("/v1/"):
             self._metrics.hook_requests.labels(str(response.status)).inc()
         return response
@@ -264,7 +254,7 @@ class Ingest:
 def _entity_type(path: str) -> entities.EntityType:
     entity_type = entities.BY_PATH.get(path)
     if entity_type is None:
-        raise RequestError(
+        raise Refusal(
             404,
             {
                 "error": f"unknown entity path '{path}'",
@@ -274,34 +264,34 @@ def _entity_type(path: str) -> entities.EntityType:
     return entity_type
 
 
-def _outbox_full(exc: errors.OutboxFull) -> RequestError:
-    return RequestError(
+def _outbox_full(exc: errors.OutboxFull) -> Refusal:
+    return Refusal(
         503,
         {"error": "the outbox is full; retry later"},
         **{"Retry-After": str(exc.retry_after_s)},
     )
 
 
-def _invalid_upload(status: int, problems: list[records.Problem]) -> RequestError:
+def _invalid_upload(status: int, problems: list[records.Problem]) -> Refusal:
     body = {
         "error": "invalid resume upload",
         "problems": [problem.as_dict() for problem in problems],
     }
-    return RequestError(status, body)
+    return Refusal(status, body)
 
 
 def _items(body: bytes, max_records: int) -> list[Any]:
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise RequestError(400, {"error": f"body is not valid JSON: {exc}"}) from exc
+        raise Refusal(400, {"error": f"body is not valid JSON: {exc}"}) from exc
     items = [parsed] if isinstance(parsed, dict) else parsed
     if not isinstance(items, list):
-        raise RequestError(400, {"error": "body must be an entity object or an array"})
+        raise Refusal(400, {"error": "body must be an entity object or an array"})
     if not items:
-        raise RequestError(400, {"error": "body holds no records"})
+        raise Refusal(400, {"error": "body holds no records"})
     if len(items) > max_records:
-        raise RequestError(
+        raise Refusal(
             413,
             {
                 "error": f"{len(items)} records in one request; "
@@ -315,14 +305,8 @@ def _json_body(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise RequestError(400, {"error": f"body is not valid JSON: {exc}"}) from exc
+        raise Refusal(400, {"error": f"body is not valid JSON: {exc}"}) from exc
 
 
-def _too_large(max_bytes: int) -> RequestError:
-    return RequestError(413, {"error": f"body larger than {max_bytes} bytes"})
-
-
-def _json(status: int, body: dict[str, Any]) -> web.Response:
-    return web.Response(
-        status=status, body=orjson.dumps(body), content_type="application/json"
-    )
+def _too_large(max_bytes: int) -> Refusal:
+    return Refusal(413, {"error": f"body larger than {max_bytes} bytes"})

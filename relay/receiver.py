@@ -14,13 +14,12 @@ from __future__ import annotations
 import hmac
 import ssl
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-import orjson
 import structlog
 from aiohttp import web
 
 from relay import errors, writeback
+from relay.answers import Refusal, json_response
 from relay.config import WritebackSettings
 from relay.forwarder import Forwarder
 from relay.inbox import DEAD_LETTERED, DELIVERED, PENDING, Inbox, Stored
@@ -32,16 +31,6 @@ log = structlog.get_logger("relay.receiver")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNAUTHORIZED = {"error": "invalid token or session"}
 RETRY_AFTER_S = "5"
-
-
-class Refusal(Exception):
-    """A request relay answers with an error status and ``{"error": ...}``."""
-
-    def __init__(self, status: int, body: dict[str, Any], **headers: str) -> None:
-        super().__init__(body.get("error", ""))
-        self.status = status
-        self.body = body
-        self.headers = headers
 
 
 class Receiver:
@@ -87,7 +76,7 @@ class Receiver:
         finally:
             if claimed:
                 self._forwarder.release(received.id)
-        return _json(200, {"id": received.id})
+        return json_response(200, {"id": received.id})
 
     def _count(self, received: writeback.WriteBack, new: bool) -> None:
         outcome = "stored" if new else "duplicate"
@@ -117,7 +106,7 @@ class Receiver:
             stored = await self._stored(stored.id)
 
         if stored.state == DELIVERED:
-            return _json(200, {"id": stored.id, "entity_id": stored.entity_id})
+            return json_response(200, {"id": stored.id, "entity_id": stored.entity_id})
         if stored.state == DEAD_LETTERED:
             raise _not_created(stored.status)
         raise _try_later("the ATS has not created the entity yet")
@@ -200,13 +189,12 @@ class Receiver:
         try:
             response = await handler(request)
         except Refusal as exc:
-            response = _json(exc.status, exc.body)
-            response.headers.update(exc.headers)
+            response = exc.response()
         except web.HTTPException as exc:
-            response = _json(exc.status, {"error": exc.reason})
+            response = json_response(exc.status, {"error": exc.reason})
         except errors.OutboxError as exc:
             log.error("writeback_store_failed", error=str(exc))
-            response = _json(503, {"error": "unable to store, server issue"})
+            response = json_response(503, {"error": "unable to store, server issue"})
             response.headers["Retry-After"] = RETRY_AFTER_S
         if response.status >= 400:
             log.info("writeback_refused", status=response.status)
@@ -242,9 +230,3 @@ def _not_created(status: int | None) -> Refusal:
 def _try_later(reason: str) -> Refusal:
     body = {"error": f"unable to store, server issue: {reason}"}
     return Refusal(503, body, **{"Retry-After": RETRY_AFTER_S})
-
-
-def _json(status: int, body: dict[str, Any]) -> web.Response:
-    return web.Response(
-        status=status, body=orjson.dumps(body), content_type="application/json"
-    )
