@@ -38,11 +38,17 @@ def relay_environment(outbox: Path, sense_url: str) -> dict[str, str]:
 
 @asynccontextmanager
 async def relay_process(
-    outbox: Path, sense_url: str, **environment: str
+    outbox: Path,
+    sense_url: str,
+    *,
+    listener: str = "relay_started",
+    **environment: str,
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """Starts ``python -m relay serve`` and yields it with its base URL.
 
-    ``environment`` adds to or overrides the variables relay starts with.
+    The URL is that of the listener whose start event ``listener`` names:
+    the hook API's by default. ``environment`` adds to or overrides the
+    variables relay starts with.
     """
     log_path = outbox.with_suffix(f".{time.monotonic_ns()}.log")
     with log_path.open("wb") as log:
@@ -55,7 +61,7 @@ async def relay_process(
             stdout=log,
         )
     try:
-        port = await _announced_port(process, log_path)
+        port = await _announced_port(process, log_path, listener)
         yield process, f"http://127.0.0.1:{port}"
     finally:
         if process.returncode is None:
@@ -63,21 +69,23 @@ async def relay_process(
         await process.wait()
 
 
-async def _announced_port(process: asyncio.subprocess.Process, log: Path) -> int:
-    """Reads the port relay bound from its ``relay_started`` log event."""
+async def _announced_port(
+    process: asyncio.subprocess.Process, log: Path, listener: str
+) -> int:
+    """Reads the port a listener bound from its start event in relay's log."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and process.returncode is None:
-        port = _started_port(log)
+        port = _started_port(log, listener)
         if port is not None:
             return port
         await asyncio.sleep(0.05)
-    raise AssertionError("relay did not start serving")
+    raise AssertionError(f"relay did not log {listener}")
 
 
-def _started_port(log: Path) -> int | None:
+def _started_port(log: Path, listener: str) -> int | None:
     for line in log.read_bytes().splitlines():
         event = orjson.loads(line)
-        if event["event"] == "relay_started":
+        if event["event"] == listener:
             return int(event["port"])
     return None
 

@@ -6,7 +6,6 @@ import asyncio
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -18,7 +17,7 @@ from relay import sender, writeback
 from tests.ats import Answer, FakeAts
 from tests.conftest import ATS_TOKEN, WRITEBACK_TOKEN, SenseStandIn, eventually
 from tests.test_cli import relay
-from tests.test_process import relay_environment
+from tests.test_process import relay_environment, relay_process
 
 WRITEBACKS = 30
 
@@ -42,41 +41,11 @@ async def relay_receiving(
     outbox: Path, sense_url: str, ats_url: str
 ) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
     """Starts ``python -m relay serve`` with write-backs on; yields their URL."""
-    log_path = outbox.with_suffix(f".{time.monotonic_ns()}.log")
-    with log_path.open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "relay",
-            "serve",
-            env=writeback_environment(outbox, sense_url, ats_url),
-            stdout=log,
-        )
-    try:
-        port = await _listener_port(process, log_path)
-        yield process, f"http://127.0.0.1:{port}/sense/events"
-    finally:
-        if process.returncode is None:
-            process.kill()
-        await process.wait()
-
-
-async def _listener_port(process: asyncio.subprocess.Process, log: Path) -> int:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and process.returncode is None:
-        port = _announced(log)
-        if port is not None:
-            return port
-        await asyncio.sleep(0.05)
-    raise AssertionError("relay did not start its write-back listener")
-
-
-def _announced(log: Path) -> int | None:
-    for line in log.read_bytes().splitlines():
-        event = orjson.loads(line)
-        if event["event"] == "writeback_listener_started":
-            return int(event["port"])
-    return None
+    environment = writeback_environment(outbox, sense_url, ats_url)
+    async with relay_process(
+        outbox, sense_url, listener="writeback_listener_started", **environment
+    ) as (process, base):
+        yield process, f"{base}/sense/events"
 
 
 async def test_kill_9_between_receipt_and_ats_delivery_loses_nothing(
