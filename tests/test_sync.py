@@ -319,3 +319,22 @@ def _status(workdir: Path) -> dict[str, Any]:
         return {"files": [{"sent": 0}], "state": None}
     result: dict[str, Any] = orjson.loads(done.stdout)
     return result
+
+
+async def test_the_state_can_live_outside_the_outbox_directory(
+    tmp_path: Path, sense: SenseStandIn
+) -> None:
+    write_jsonl(tmp_path / "candidates.jsonl", [candidate(1)])
+    state = tmp_path / "elsewhere" / "my-sync.db"
+    state.parent.mkdir()
+
+    status, _, err = await sync(
+        tmp_path, sense, "candidates.jsonl", "--state", str(state)
+    )
+    shown, out, _ = await sync(tmp_path, sense, "--status", "--state", str(state))
+
+    assert status == 0, err
+    assert shown == 0
+    assert "watermark:" in out
+    assert state.exists()
+    assert not (tmp_path / "outbox.sync.db").exists()

@@ -54,6 +54,13 @@ from relay.syncstate import SyncBusy, SyncState
     show_default=True,
     help="Separates the items of a CSV array cell not written as JSON.",
 )
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Where the sync keeps its checkpoints and watermark "
+    "[default: <outbox.path stem>.sync.db beside the outbox].",
+)
 @exits_cleanly
 def sync_command(
     config_path: Path | None,
@@ -65,6 +72,7 @@ def sync_command(
     report: Path,
     concurrency: int,
     array_delimiter: str,
+    state_file: Path | None,
 ) -> None:
     """Load an ATS export into Sense: a JSON Lines or CSV file, or a folder.
 
@@ -74,18 +82,23 @@ def sync_command(
     if any row did not reach Sense (all are listed in the report).
     """
     settings = config.load(config_path)
+    state_path = state_file or sync.state_path(settings)
     if show_status:
-        _sync_status(settings, as_json)
+        _sync_status(state_path, as_json)
         return
     if source is None:
         raise click.UsageError("give SOURCE, a file or folder to load, or --status")
     config.require_sense_credentials(settings)
     options = sync.SyncOptions(entity, restart, concurrency, array_delimiter)
-    _sync(settings, source, options, report)
+    _sync(settings, source, options, report, state_path)
 
 
 def _sync(
-    settings: config.Settings, source: Path, options: sync.SyncOptions, report: Path
+    settings: config.Settings,
+    source: Path,
+    options: sync.SyncOptions,
+    report: Path,
+    state_path: Path,
 ) -> None:
     quiet = sys.stderr.isatty()
     logs.configure(
@@ -93,7 +106,7 @@ def _sync(
     )
     try:
         files = sync.plan(source, options.entity)
-        with SyncState.open(sync.state_path(settings)) as state, state.lock():
+        with SyncState.open(state_path) as state, state.lock():
             run = sync.resume_or_start(state, source, files, options)
             if any(f.rows for f in run.files):
                 click.echo(
@@ -118,8 +131,7 @@ def _sync(
         sys.exit(1)
 
 
-def _sync_status(settings: config.Settings, as_json: bool) -> None:
-    path = sync.state_path(settings)
+def _sync_status(path: Path, as_json: bool) -> None:
     if not path.exists():
         raise errors.ConfigError(f"no sync has run with state {path}")
     with SyncState.open(path) as state:
