@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
 
@@ -18,7 +18,7 @@ import structlog
 from aiohttp import web
 
 from relay import entities, errors, picklists, records, resumes
-from relay.answers import Refusal, json_response
+from relay.answers import Handler, Refusal, answer, json_response
 from relay.config import ServerSettings
 from relay.metrics import Metrics
 from relay.outbox import Outbox
@@ -27,8 +27,8 @@ from relay.uploads import Uploads
 
 log = structlog.get_logger("relay.ingest")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+UNWRITABLE = Refusal(503, {"error": "the outbox cannot be written"})
 
 
 class Ingest:
@@ -237,15 +237,7 @@ class Ingest:
     async def _errors_as_json(
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
-        try:
-            response = await handler(request)
-        except Refusal as exc:
-            response = exc.response()
-        except web.HTTPException as exc:
-            response = json_response(exc.status, {"error": exc.reason})
-        except errors.OutboxError as exc:
-            log.error("hook_store_failed", error=str(exc))
-            response = json_response(503, {"error": "the outbox cannot be written"})
+        response = await answer(request, handler, UNWRITABLE, "hook_store_failed")
         if request.path.startswith("/v1/"):
             self._metrics.hook_requests.labels(str(response.status)).inc()
         return response

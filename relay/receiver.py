@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import hmac
 import ssl
-from collections.abc import Awaitable, Callable
 
 import structlog
 from aiohttp import web
 
 from relay import errors, writeback
-from relay.answers import Refusal, json_response
+from relay.answers import Handler, Refusal, answer, json_response
 from relay.config import WritebackSettings
 from relay.forwarder import Forwarder
 from relay.inbox import DEAD_LETTERED, DELIVERED, PENDING, Inbox, Stored
@@ -28,9 +27,11 @@ from relay.oidc import JwtVerifier, KeysUnavailable, TokenRefused
 
 log = structlog.get_logger("relay.receiver")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 UNAUTHORIZED = {"error": "invalid token or session"}
 RETRY_AFTER_S = "5"
+UNWRITABLE = Refusal(
+    503, {"error": "unable to store, server issue"}, **{"Retry-After": RETRY_AFTER_S}
+)
 
 
 class Receiver:
@@ -186,16 +187,7 @@ class Receiver:
     async def _errors_as_json(
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
-        try:
-            response = await handler(request)
-        except Refusal as exc:
-            response = exc.response()
-        except web.HTTPException as exc:
-            response = json_response(exc.status, {"error": exc.reason})
-        except errors.OutboxError as exc:
-            log.error("writeback_store_failed", error=str(exc))
-            response = json_response(503, {"error": "unable to store, server issue"})
-            response.headers["Retry-After"] = RETRY_AFTER_S
+        response = await answer(request, handler, UNWRITABLE, "writeback_store_failed")
         if response.status >= 400:
             log.info("writeback_refused", status=response.status)
         self._metrics.writeback_requests.labels(str(response.status)).inc()
