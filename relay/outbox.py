@@ -362,7 +362,12 @@ class Outbox:
     # -- dead letters ---------------------------------------------------
 
     async def dead_letters(self, entity: str | None = None) -> list[DeadLetter]:
-        rows = await self._read(sql.DEAD_LETTERS, (entity,))
+        # Read by the writer, after every change already queued: the pending
+        # figures change in the writer's unit, so a caller that saw a record
+        # leave them also sees the dead letter it became.
+        rows = await self._write(
+            lambda db: db.execute_fetchall(sql.DEAD_LETTERS, (entity,))
+        )
         return [_dead_letter(row) for row in rows]
 
     async def retry_dead_letters(self, entity: str | None = None) -> int:

@@ -24,9 +24,6 @@ async def ledger(hooks: Hooks, field: str, entity: str = "candidates") -> float:
 
 async def delivered_all(hooks: Hooks) -> None:
     await eventually(lambda: hooks.relay.outbox.total_records() == 0)
-    # The figures change inside the writer's unit, a moment before its
-    # commit; a later unit returns only once that commit is done.
-    await hooks.relay.outbox.refresh_stats()
 
 
 async def patch(hooks: Hooks, path: str, fields: dict[str, Any]) -> None:
