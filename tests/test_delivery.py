@@ -362,6 +362,16 @@ async def test_refused_credentials_are_retried_with_growing_backoff(
     async with start_relay(sense=wrong, retry=retry) as hooks:
         await hooks.send("candidates", [candidate(1)])
         await asyncio.sleep(1.5)
+        # Stop the retries, so that no token request is under way while the
+        # figures are compared; full jitter may make the next one start at once.
+        hooks.relay.stopping.set()
+
+        async def quiet() -> bool:
+            text = await hooks.metrics()
+            refused = metric(text, "relay_token_requests_total", outcome="refused")
+            return refused == sense.sandbox.token_requests
+
+        await eventually(quiet)
         text = await hooks.metrics()
 
     import orjson
