@@ -50,6 +50,16 @@ class ServerSettings(Section):
     hook_tokens: list[SecretStr] = []
     max_request_records: int = Field(5_000, ge=1)
     max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # None: one worker per core beyond the first (see worker_count).
+    validation_workers: int | None = Field(None, ge=0)
+
+    def worker_count(self) -> int:
+        """How many processes validate large hooks beside the daemon."""
+        if self.validation_workers is not None:
+            return self.validation_workers
+        # The daemon's event loop keeps one core busy under load; workers can
+        # use the others. Affinity, not the machine's count, in a cpuset.
+        return max(len(os.sched_getaffinity(0)) - 1, 0)
 
 
 class SenseSettings(Section):

@@ -30,6 +30,7 @@ from relay.sense import SenseClient
 from relay.token import TokenCache
 from relay.uploader import Uploader
 from relay.uploads import Uploads
+from relay.validators import Validators
 
 if TYPE_CHECKING:
     from relay.oidc import JwtVerifier
@@ -76,6 +77,11 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
             settings.outbox.skip_unchanged,
         ) as box,
         aiohttp.ClientSession() as session,
+        Validators.running(
+            settings.server.worker_count(),
+            settings.server.max_request_records,
+            metrics,
+        ) as validators,
     ):
         _watch_outbox(box, metrics)
         uploads = await _watch_uploads(box, metrics)
@@ -93,7 +99,9 @@ async def running(settings: Settings) -> AsyncIterator[Running]:
                 settings, box, session, metrics, stopping, crashed
             )
             tasks.append(writebacks.forwarding)
-        runner, port = await _start_ingest(settings, box, uploads, metrics, client)
+        runner, port = await _start_ingest(
+            settings, Ingest(settings.server, box, metrics, client, uploads, validators)
+        )
         log.info(
             "relay_started",
             host=settings.server.host,
@@ -322,13 +330,8 @@ def _verifier(settings: Settings, session: aiohttp.ClientSession) -> JwtVerifier
 
 
 async def _start_ingest(
-    settings: Settings,
-    box: Outbox,
-    uploads: Uploads,
-    metrics: Metrics,
-    client: SenseClient,
+    settings: Settings, ingest: Ingest
 ) -> tuple[web.AppRunner, int]:
-    ingest = Ingest(settings.server, box, metrics, client, uploads)
     runner = web.AppRunner(ingest.app(), access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(

@@ -24,6 +24,7 @@ from relay.metrics import Metrics
 from relay.outbox import Outbox
 from relay.sense import SenseClient
 from relay.uploads import Uploads
+from relay.validators import Validators
 
 log = structlog.get_logger("relay.ingest")
 
@@ -41,9 +42,11 @@ class Ingest:
         metrics: Metrics,
         sense: SenseClient,
         uploads: Uploads,
+        validators: Validators,
     ) -> None:
         self._settings = settings
         self._outbox = box
+        self._validators = validators
         self._uploads = uploads
         self._metrics = metrics
         self._sense = sense
@@ -69,9 +72,14 @@ class Ingest:
 
     async def post_records(self, request: web.Request) -> web.Response:
         entity_type = _entity_type(request.match_info["path"])
-        items = _items(await self._body(request), self._settings.max_request_records)
+        body = await self._body(request)
 
-        accepted = self._validated(entity_type, items)
+        try:
+            accepted = await self._validators.check(entity_type, body)
+        except records.UnreadableBody as exc:
+            raise Refusal(exc.status, {"error": exc.message}) from None
+        except records.InvalidRecords as exc:
+            raise self._invalid(entity_type, exc) from None
         await self._store(accepted)
 
         return json_response(202, {"accepted": len(accepted)})
@@ -136,10 +144,14 @@ class Ingest:
         try:
             return records.validate(entity_type, items)
         except records.InvalidRecords as exc:
-            self._metrics.records_rejected.labels(entity_type.path).inc(len(items))
-            problems = [problem.as_dict() for problem in exc.problems]
-            body = {"error": "invalid records", "problems": problems}
-            raise Refusal(422, body) from None
+            raise self._invalid(entity_type, exc) from None
+
+    def _invalid(
+        self, entity_type: entities.EntityType, exc: records.InvalidRecords
+    ) -> Refusal:
+        self._metrics.records_rejected.labels(entity_type.path).inc(exc.submitted)
+        problems = [problem.as_dict() for problem in exc.problems]
+        return Refusal(422, {"error": "invalid records", "problems": problems})
 
     async def get_record(self, request: web.Request) -> web.Response:
         """Answers with what Sense holds for one entity, fetched live."""
@@ -270,27 +282,6 @@ def _invalid_upload(status: int, problems: list[records.Problem]) -> Refusal:
         "problems": [problem.as_dict() for problem in problems],
     }
     return Refusal(status, body)
-
-
-def _items(body: bytes, max_records: int) -> list[Any]:
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise Refusal(400, {"error": f"body is not valid JSON: {exc}"}) from exc
-    items = [parsed] if isinstance(parsed, dict) else parsed
-    if not isinstance(items, list):
-        raise Refusal(400, {"error": "body must be an entity object or an array"})
-    if not items:
-        raise Refusal(400, {"error": "body holds no records"})
-    if len(items) > max_records:
-        raise Refusal(
-            413,
-            {
-                "error": f"{len(items)} records in one request; "
-                f"the limit is {max_records}"
-            },
-        )
-    return items
 
 
 def _json_body(body: bytes) -> Any:

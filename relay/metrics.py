@@ -120,6 +120,22 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.validators_ready = Gauge(
+            "relay_validation_workers",
+            "Worker processes ready to validate large hooks.",
+            registry=self.registry,
+        )
+        self.hooks_validated = counter(
+            "hooks_validated",
+            "Hook bodies validated, by the process that did it (worker or daemon).",
+            ["process"],
+        )
+        self.validator_restarts = counter(
+            "validation_worker_restarts",
+            "Validation workers that exited unasked and were replaced.",
+            [],
+        )
+
         # A setting, exported so that alert rules can compare ages with it.
         self.flush_max_age_seconds = Gauge(
             "relay_flush_max_age_seconds",

@@ -46,9 +46,44 @@ class Problem:
 class InvalidRecords(errors.RelayError):
     """At least one record broke Sense's schema; carries every problem found."""
 
-    def __init__(self, problems: list[Problem]) -> None:
+    def __init__(self, problems: list[Problem], submitted: int) -> None:
         super().__init__(f"{len(problems)} problem(s) in the submitted records")
         self.problems = problems
+        self.submitted = submitted
+
+
+class UnreadableBody(errors.RelayError):
+    """A body that is not one entity object or an array of them, or too long."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def check(
+    entity_type: entities.EntityType, body: bytes, max_records: int
+) -> list[Record]:
+    """The records of a hook body, validated; raises if anything is wrong."""
+    return validate(entity_type, parse(body, max_records))
+
+
+def parse(body: bytes, max_records: int) -> list[Any]:
+    """The items of a JSON body holding one entity object or an array of them."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise UnreadableBody(400, f"body is not valid JSON: {exc}") from None
+    items = [parsed] if isinstance(parsed, dict) else parsed
+    if not isinstance(items, list):
+        raise UnreadableBody(400, "body must be an entity object or an array")
+    if not items:
+        raise UnreadableBody(400, "body holds no records")
+    if len(items) > max_records:
+        raise UnreadableBody(
+            413, f"{len(items)} records in one request; the limit is {max_records}"
+        )
+    return items
 
 
 def validate(entity_type: entities.EntityType, items: list[Any]) -> list[Record]:
@@ -57,7 +92,7 @@ def validate(entity_type: entities.EntityType, items: list[Any]) -> list[Record]
     try:
         valid = adapter.validate_python(items)
     except pydantic.ValidationError as exc:
-        raise InvalidRecords(_problems(items, exc)) from None
+        raise InvalidRecords(_problems(items, exc), len(items)) from None
 
     # Only the fields the ATS sent are kept: an absent field must not become
     # a null that would erase the value Sense already holds.

@@ -15,9 +15,13 @@ import aiohttp
 import orjson
 
 from tests.conftest import HOOK_TOKEN, SenseStandIn, eventually
+from tests.test_delivery import metric
+from tests.test_validators import alive, validator_pids
 
 SENDERS = 8
 IDS_PER_SENDER = 25
+# Enough text that each hook is large enough for a validation worker.
+NOTES = "Prefers night shifts; forklift and first-aid certified. " * 6
 
 
 def relay_environment(outbox: Path, sense_url: str) -> dict[str, str]:
@@ -98,7 +102,10 @@ async def _send_versions(
     version = 0
     while True:
         version += 1
-        records = [{"id": i, "custom_integer1": version} for i in ids]
+        records = [
+            {"id": i, "custom_integer1": version, "custom_text_block1": NOTES}
+            for i in ids
+        ]
         try:
             async with session.post(
                 f"{base}/v1/candidates",
@@ -118,7 +125,10 @@ async def test_kill_9_under_load_loses_no_acknowledged_record(
     outbox = tmp_path / "outbox.db"
     acked: dict[str, int] = {}
     async with (
-        relay_process(outbox, sense.url) as (process, base),
+        relay_process(outbox, sense.url, RELAY_SERVER__VALIDATION_WORKERS="1") as (
+            process,
+            base,
+        ),
         aiohttp.ClientSession() as session,
     ):
         senders = [
@@ -127,9 +137,14 @@ async def test_kill_9_under_load_loses_no_acknowledged_record(
         ]
         await eventually(lambda: len(acked) == SENDERS * IDS_PER_SENDER)
         await asyncio.sleep(0.5)
+        async with session.get(f"{base}/metrics") as response:
+            text = await response.text()
+        assert metric(text, "relay_hooks_validated_total", process="worker") > 0
+        workers = validator_pids(process.pid)
 
         process.send_signal(signal.SIGKILL)
         await asyncio.gather(*senders)
+        await eventually(lambda: not any(alive(pid) for pid in workers))
 
     async with relay_process(outbox, sense.url):
         stored = sense.sandbox.records["candidates"]
