@@ -56,18 +56,22 @@ def observe(
                 output = options.profile_dir / f"{name}-{role}.txt"
                 stack.enter_context(_py_spy(service.pid, output))
         started = time.monotonic()
-        before = _cpu_seconds(services)
+        before = _cpu_seconds(relay, sandbox)
         yield usage
         elapsed = time.monotonic() - started
-        for role, used in _cpu_seconds(services).items():
+        for role, used in _cpu_seconds(relay, sandbox).items():
             usage.used_cores[role] = (used - before[role]) / elapsed
 
 
-def _cpu_seconds(services: dict[str, Service]) -> dict[str, float]:
-    seconds = {role: s.cpu_seconds() for role, s in services.items()}
-    # relay's event loop runs on its main thread; SQLite and gzip on others.
-    seconds["relay_loop"] = services["relay"].main_thread_cpu_seconds()
-    return seconds
+def _cpu_seconds(relay: Relay, sandbox: Service) -> dict[str, float]:
+    # relay's event loop runs on its main thread; SQLite and gzip on others,
+    # and validation of large hooks in worker processes.
+    return {
+        "relay": relay.cpu_seconds(),
+        "sandbox": sandbox.cpu_seconds(),
+        "relay_loop": relay.main_thread_cpu_seconds(),
+        "relay_workers": relay.workers_cpu_seconds(),
+    }
 
 
 @contextlib.contextmanager
@@ -75,11 +79,13 @@ def _py_spy(pid: int, output: Path) -> Iterator[None]:
     """Samples a process with py-spy until the block ends."""
     output.parent.mkdir(parents=True, exist_ok=True)
     # Raw collapsed stacks, rooted at each thread: greppable, and readable by
-    # speedscope or flamegraph.pl. --nonblocking never pauses the process.
+    # speedscope or flamegraph.pl. --nonblocking never pauses the process;
+    # --subprocesses samples relay's validation workers too.
     command = [
         _py_spy_path(), "record", "--pid", str(pid),
         "--rate", str(PY_SPY_RATE_HZ), "--duration", str(PY_SPY_MAX_S),
-        "--format", "raw", "--threads", "--nonblocking", "--output", str(output),
+        "--format", "raw", "--threads", "--subprocesses", "--nonblocking",
+        "--output", str(output),
     ]  # fmt: skip
     sampler = subprocess.Popen(
         command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

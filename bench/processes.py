@@ -67,6 +67,23 @@ class Relay(Service):
     def metrics(self) -> dict[str, float]:
         return parse_metrics(get(f"{self.url}/metrics").decode())
 
+    def worker_pids(self) -> list[int]:
+        """relay's child processes: its validation workers."""
+        pids: list[int] = []
+        for children in Path(f"/proc/{self.pid}/task").glob("*/children"):
+            pids.extend(int(pid) for pid in children.read_text().split())
+        return pids
+
+    def workers_cpu_seconds(self) -> float:
+        """CPU time of the workers running now (a replaced one is left out)."""
+        return sum(
+            _cpu_seconds(Path(f"/proc/{pid}/stat")) for pid in self.worker_pids()
+        )
+
+    def workers_peak_rss_mib(self) -> float:
+        """The workers' peak RSS, added up."""
+        return sum(_status_kib(pid, "VmHWM") for pid in self.worker_pids()) / 1024
+
 
 def free_port() -> int:
     """A loopback port nothing listens on (the kernel's pick, then released)."""

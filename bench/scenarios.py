@@ -211,7 +211,8 @@ def rss(durability: str, options: Options, workdir: Path) -> Result:
     """relay's peak RSS while a backlog is ingested, then after a restart.
 
     Sense is unreachable during ingest; the restarted relay delivers to the
-    sandbox and is watched for ``rss_watch_seconds`` or until drained.
+    sandbox and is watched for ``rss_watch_seconds`` or until drained. Each
+    peak adds up relay's process and its validation workers.
     """
     closed = f"http://127.0.0.1:{processes.free_port()}"
     setting = {"OUTBOX__DURABILITY": durability}
@@ -219,17 +220,19 @@ def rss(durability: str, options: Options, workdir: Path) -> Result:
         start_mib = relay.rss_mib()
         ingest_s = load.post_backlog(relay.url, options.rss_records)
         backlog = round(relay.metrics()[PENDING])
-        ingest_peak = relay.peak_rss_mib()
+        ingest_workers_peak = relay.workers_peak_rss_mib()
+        ingest_peak = relay.peak_rss_mib() + ingest_workers_peak
     with (
         processes.sandbox(workdir) as sense,
         processes.relay(workdir, sense.url, **setting) as relay,
     ):
         with observe(options, "rss", relay, sense):
             delivered = _watch(relay, options.rss_watch_seconds)
-        restart_peak = relay.peak_rss_mib()
+        restart_peak = relay.peak_rss_mib() + relay.workers_peak_rss_mib()
     details: dict[str, object] = {
         "backlog": backlog,
         "ingest_peak_mib": round(ingest_peak, 1),
+        "of_which_workers_mib": round(ingest_workers_peak, 1),
         "restart_peak_mib": round(restart_peak, 1),
         "rss_at_start_mib": round(start_mib, 1),
         "ingest_records_per_s": round(backlog / ingest_s),
