@@ -31,7 +31,14 @@ def effective(settings: config.Settings) -> list[str]:
     for section, values in settings.model_dump().items():
         for key, value in values.items():
             lines.append(f"{section}.{key} = {_shown(value)}")
-    return lines
+    return [_with_worker_count(line, settings) for line in lines]
+
+
+def _with_worker_count(line: str, settings: config.Settings) -> str:
+    # Unset means "one per CPU beyond the first": say what that is here.
+    if line == "server.validation_workers = None":
+        return f"{line} ({settings.server.worker_count()} on this machine)"
+    return line
 
 
 def _shown(value: Any) -> str:

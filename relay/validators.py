@@ -39,7 +39,10 @@ log = structlog.get_logger("relay.validators")
 # Below this size a hook costs less to check here than to hand over: a
 # 100-candidate hook is about 60 KiB, a single candidate under 1 KiB.
 OFFLOAD_MIN_BYTES = 8 * 1024
+# A worker that dies is replaced after a second; one that dies before it is
+# ready (a broken install, say) waits twice as long each time, up to a minute.
 RESTART_DELAY_S = 1.0
+MAX_RESTART_DELAY_S = 60.0
 STOP_TIMEOUT_S = 5.0
 
 FRAME = struct.Struct("!I")
@@ -60,6 +63,7 @@ class _Worker:
     writer: asyncio.StreamWriter
     waiting: deque[asyncio.Future[Message]] = field(default_factory=deque)
     ready: bool = False
+    served: bool = False
 
     def ask(self, request: Message) -> asyncio.Future[Message]:
         answer = asyncio.get_running_loop().create_future()
@@ -143,18 +147,24 @@ class Validators:
 
     async def _keep_one(self) -> None:
         """Runs one worker until the pool closes, replacing it whenever it exits."""
+        delay_s = RESTART_DELAY_S
         while not self._closing.is_set():
+            served = False
             try:
                 worker = await _start_worker(self._max_records)
             except OSError as exc:
                 log.error("validator_start_failed", error=str(exc))
             else:
-                await self._serve(worker)
+                served = await self._serve(worker)
 
+            delay_s = (
+                RESTART_DELAY_S if served else min(delay_s * 2, MAX_RESTART_DELAY_S)
+            )
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closing.wait(), RESTART_DELAY_S)
+                await asyncio.wait_for(self._closing.wait(), delay_s)
 
-    async def _serve(self, worker: _Worker) -> None:
+    async def _serve(self, worker: _Worker) -> bool:
+        """Serves hooks with a worker until it exits; True if it ever got ready."""
         self._workers.append(worker)
         if self._closing.is_set():  # started while the pool was closing
             worker.stop()
@@ -170,6 +180,7 @@ class Validators:
         if not self._closing.is_set():
             log.warning("validator_exited", pid=worker.process.pid, status=status)
             self._metrics.validator_restarts.inc()
+        return worker.served
 
     async def _listen(self, worker: _Worker) -> None:
         """Hands a worker's answers to the hooks waiting, until it exits."""
@@ -177,7 +188,7 @@ class Validators:
             while True:
                 answer = await _read_frame(worker.reader)
                 if answer == ("ready",):
-                    worker.ready = True
+                    worker.ready = worker.served = True
                     self._count_ready()
                     log.info("validator_ready", pid=worker.process.pid)
                     continue

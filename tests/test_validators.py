@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +193,16 @@ async def test_small_hooks_are_validated_in_the_daemon(start_relay) -> None:
         text = await hooks.metrics()
     assert metric(text, "relay_hooks_validated_total", process="daemon") == 1
     assert metric(text, "relay_hooks_validated_total", process="worker") == 0
+
+
+async def test_relay_validates_everything_itself_when_no_worker_can_start(
+    start_relay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python3")
+    async with start_relay(server=ONE_WORKER) as hooks:
+        status, _ = await hooks.post("candidates", big_hook("N"))
+
+        text = await hooks.metrics()
+    assert status == 202
+    assert metric(text, "relay_hooks_validated_total", process="daemon") == 1
+    assert metric(text, "relay_validation_workers") == 0
