@@ -125,6 +125,12 @@ class Metrics:
             "Worker processes ready to validate large hooks.",
             registry=self.registry,
         )
+        self.validators_wanted = Gauge(
+            "relay_validation_workers_wanted",
+            "Validation workers relay keeps running (server.validation_workers, "
+            "or its default for this machine).",
+            registry=self.registry,
+        )
         self.hooks_validated = counter(
             "hooks_validated",
             "Hook bodies validated, by the process that did it (worker or daemon).",

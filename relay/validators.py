@@ -109,6 +109,7 @@ class Validators:
     ) -> AsyncIterator[Validators]:
         """Keeps ``count`` workers running (they get ready in the background)."""
         validators = cls(max_records, metrics)
+        metrics.validators_wanted.set(count)
         keepers = [
             asyncio.create_task(validators._keep_one(), name=f"validator-{n}")
             for n in range(count)
