@@ -58,8 +58,13 @@ class ServerSettings(Section):
         if self.validation_workers is not None:
             return self.validation_workers
         # The daemon's event loop keeps one core busy under load; workers can
-        # use the others. Affinity, not the machine's count, in a cpuset.
-        return max(len(os.sched_getaffinity(0)) - 1, 0)
+        # use the others. Where it can be read (Linux), the CPUs this process
+        # may run on count, not the machine's, which a cpuset restricts.
+        if hasattr(os, "sched_getaffinity"):
+            cpus = len(os.sched_getaffinity(0))
+        else:
+            cpus = os.cpu_count() or 1
+        return max(cpus - 1, 0)
 
 
 class SenseSettings(Section):
