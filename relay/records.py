@@ -114,7 +114,7 @@ def _problems(items: list[Any], exc: pydantic.ValidationError) -> list[Problem]:
         location = error["loc"]
         index = int(location[0])
         field = ".".join(str(part) for part in location[1:]) or None
-        problems.append(Problem(index, _raw_id(items[index]), field, _message(error)))
+        problems.append(Problem(index, raw_id(items[index]), field, _message(error)))
     return problems
 
 
@@ -127,7 +127,8 @@ def _message(error: Any) -> str:
     return message.removeprefix("Value error, ")
 
 
-def _raw_id(item: Any) -> str | None:
+def raw_id(item: Any) -> str | None:
+    """The id an item was sent with, as a string, if it has a usable one."""
     if isinstance(item, dict):
         value = item.get("id")
         if isinstance(value, str | int) and not isinstance(value, bool):

@@ -431,7 +431,7 @@ class Sandbox:
 
     def _rejections(self, items: list[Any]) -> list[records.Problem]:
         problems = []
-        for index, record_id in enumerate(map(_item_id, items)):
+        for index, record_id in enumerate(map(records.raw_id, items)):
             if record_id in self._rejected:
                 message, named = self._rejected[record_id]
                 shown_id = record_id if named else None
@@ -655,13 +655,6 @@ def _items(body: bytes, max_records: int) -> list[Any]:
         message = f"The array holds {len(items)} records, not 1 to {max_records}."
         raise _refusal(400, _error(None, message))
     return items
-
-
-def _item_id(item: Any) -> str | None:
-    value = item.get("id") if isinstance(item, dict) else None
-    if isinstance(value, str | int) and not isinstance(value, bool):
-        return str(value)
-    return None
 
 
 def _by_index(problem: records.Problem) -> int:
