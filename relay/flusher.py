@@ -21,6 +21,7 @@ from relay.backoff import Backoff, wait_for_any
 from relay.batch import Batch, Packer
 from relay.config import FlushSettings
 from relay.delivery import Delivery
+from relay.inflight import deliver_until
 from relay.metrics import Metrics
 from relay.ordering import DependencyOrder
 from relay.outbox import Outbox, Pending, Refusal
@@ -70,7 +71,6 @@ class Flusher:
         self._ratio = INITIAL_COMPRESSION_RATIO
         self._trial_raw = 0
         self._stopping = asyncio.Event()
-        self._failure: Exception | None = None
         self._log = structlog.get_logger("relay.flusher").bind(entity=entity)
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -80,29 +80,14 @@ class Flusher:
         given up: its records stay in the outbox for the next start.
         """
         self._stopping = stopping
-        await self._flush_until(stopping)
+        await deliver_until(
+            stopping, self._settings.concurrency, self._next_due_batch, self._deliver
+        )
 
-    async def _flush_until(self, stopping: asyncio.Event) -> None:
-        # Up to ``concurrency`` batches are in flight at once: packing and
-        # settling one overlaps the round trip of another.
-        slots = asyncio.Semaphore(self._settings.concurrency)
-        sending: set[asyncio.Task[None]] = set()
-        try:
-            while not stopping.is_set():
-                if self._failure is not None:
-                    raise self._failure
-                if not await self._wait_until_due(stopping):
-                    continue
-                await slots.acquire()
-                batch = await self._next_batch()
-                if batch is None:
-                    slots.release()
-                    continue
-                task = asyncio.create_task(self._deliver_in_slot(batch, slots))
-                sending.add(task)
-                task.add_done_callback(sending.discard)
-        finally:
-            await asyncio.gather(*sending)
+    async def _next_due_batch(self) -> Batch | None:
+        if not await self._wait_until_due(self._stopping):
+            return None
+        return await self._next_batch()
 
     async def _next_batch(self) -> Batch | None:
         """Claims and packs the next batch; None if it should not go yet."""
@@ -174,17 +159,15 @@ class Flusher:
         )
         return not full and self._seconds_until_too_old() != 0
 
-    async def _deliver_in_slot(self, batch: Batch, slots: asyncio.Semaphore) -> None:
+    async def _deliver(self, batch: Batch) -> None:
         try:
             await self._delivery.deliver(batch, self._stopping)
         except errors.Stopping:
             self._log.info("batch_left_for_next_start", records=len(batch.records))
-        except Exception as exc:
-            self._failure = exc  # re-raised by the flush loop: a crash is loud
-            self._outbox.changed[self.entity].set()
         finally:
-            slots.release()
-            self._outbox.changed[self.entity].set()  # its records are free again
+            # Its records are free again, or it crashed: either way the
+            # loop waiting for a due batch must look again.
+            self._outbox.changed[self.entity].set()
 
     async def _wait_until_due(self, stopping: asyncio.Event) -> bool:
         changed = self._outbox.changed[self.entity]

@@ -16,6 +16,7 @@ import structlog
 from relay import errors
 from relay.backoff import Answered, Backoff, call_until_answered, wait_for_any
 from relay.delivery import describe, retry_reason
+from relay.inflight import deliver_until
 from relay.metrics import Metrics
 from relay.outbox import Outbox
 from relay.sense import Accepted, Outcome, Rejected, SenseClient
@@ -41,7 +42,6 @@ class Uploader:
         self._metrics = metrics
         self._concurrency = concurrency
         self._stopping = asyncio.Event()
-        self._failure: Exception | None = None
         self._log = structlog.get_logger("relay.uploader")
 
     async def run(self, stopping: asyncio.Event) -> None:
@@ -51,22 +51,9 @@ class Uploader:
         is given up: it stays pending for the next start.
         """
         self._stopping = stopping
-        slots = asyncio.Semaphore(self._concurrency)
-        sending: set[asyncio.Task[None]] = set()
-        try:
-            while not stopping.is_set():
-                if self._failure is not None:
-                    raise self._failure
-                await slots.acquire()
-                pending = await self._next_upload()
-                if pending is None:
-                    slots.release()
-                    continue
-                task = asyncio.create_task(self._deliver_in_slot(pending, slots))
-                sending.add(task)
-                task.add_done_callback(sending.discard)
-        finally:
-            await asyncio.gather(*sending)
+        await deliver_until(
+            stopping, self._concurrency, self._next_upload, self._deliver_one
+        )
 
     async def _next_upload(self) -> PendingUpload | None:
         """Claims an upload free to go, or waits for a change and returns None."""
@@ -90,18 +77,13 @@ class Uploader:
         """
         await wait_for_any(self._uploads.changed, self._outbox.removed, self._stopping)
 
-    async def _deliver_in_slot(
-        self, pending: PendingUpload, slots: asyncio.Semaphore
-    ) -> None:
+    async def _deliver_one(self, pending: PendingUpload) -> None:
         try:
             await self._deliver(pending)
         except errors.Stopping:
             self._log.info("resume_left_for_next_start", **_ids(pending))
-        except Exception as exc:
-            self._failure = exc  # re-raised by the run loop: a crash is loud
         finally:
-            slots.release()
-            self._uploads.changed.set()
+            self._uploads.changed.set()  # wakes the loop, after a crash too
 
     async def _deliver(self, pending: PendingUpload) -> None:
         """Sends an upload until Sense has settled it."""
