@@ -16,7 +16,7 @@ import aiosqlite
 if TYPE_CHECKING:
     from relay.outbox import Pending, Refusal
 
-# SQLite allows 32,766 bound parameters per statement; five per row.
+# SQLite allows 32,766 bound parameters per statement; a row binds at most seven.
 ROWS_PER_STATEMENT = 1_000
 
 # No RETURNING: without it the whole multi-row statement runs in a single
